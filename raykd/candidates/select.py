@@ -1,0 +1,81 @@
+"""One entry point for every candidate-set strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from raykd.candidates.dark import dark_candidates
+from raykd.candidates.margin import margin_keep
+from raykd.candidates.pool import InsufficientCandidates, OnShort, QueryPool
+from raykd.candidates.random_negatives import random_negatives
+from raykd.candidates.stratified import Binning, stratified
+from raykd.candidates.topk import TopkBy, topk
+
+__all__ = ["STRATEGIES", "InsufficientCandidates", "select_candidates"]
+
+Strategy = Literal["random", "topk", "stratified", "dark"]
+STRATEGIES: tuple[str, ...] = ("random", "topk", "stratified", "dark")
+
+
+def select_candidates(
+    pool: QueryPool,
+    strategy: Strategy,
+    m: int,
+    *,
+    n_strata: int = 5,
+    binning: Binning = "quantile",
+    per_stratum: int | Sequence[int] | None = None,
+    topk_by: TopkBy = "teacher",
+    margin: float | None = None,
+    n_masked: int | None = None,
+    dark_base: Literal["random", "topk", "stratified"] = "topk",
+    seed: int = 0,
+    on_short: OnShort = "raise",
+) -> np.ndarray:
+    """Indices into ``pool`` of the candidates ``strategy`` picks (positives never included).
+
+    random / topk / stratified return ``m`` "neg" rows (see each function for the order).
+    dark returns ``m`` negatives chosen by ``dark_base`` (with the same options), then their
+    reinforced twins, then the masked positives (all, or ``n_masked``): see ``dark_candidates``.
+
+    ``margin`` (not None) first drops negatives by the teacher-margin filter; indices still refer
+    to the unfiltered pool. When too few negatives (or masked positives) remain:
+    ``on_short="raise"`` (default) raises InsufficientCandidates; ``on_short="fill"`` returns all
+    that exist, so the set is smaller than asked and the caller sees it in the length.
+    """
+    keep = np.arange(len(pool)) if margin is None else np.flatnonzero(margin_keep(pool, margin))
+    sub = pool if margin is None else pool.subset(keep)
+
+    def negatives(name: str) -> np.ndarray:
+        if name == "random":
+            return random_negatives(sub, m, seed, on_short=on_short)
+        if name == "topk":
+            return topk(sub, m, by=topk_by, on_short=on_short)
+        if name == "stratified":
+            return stratified(
+                sub,
+                m,
+                n_strata,
+                binning=binning,
+                per_stratum=per_stratum,
+                seed=seed,
+                on_short=on_short,
+            )
+        raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+
+    if strategy == "dark":
+        # The masked-positive draw gets its own stream so it does not shift with the base draw.
+        picked = dark_candidates(
+            sub,
+            m,
+            base=negatives(dark_base),
+            n_masked=n_masked,
+            seed=np.random.default_rng([seed, 1]),
+            on_short=on_short,
+        )
+    else:
+        picked = negatives(strategy)
+    return keep[picked]
