@@ -74,18 +74,22 @@ class QueryPool:
         if bad.size:
             i = bad[0]
             raise ValueError(
-                f"QueryPool{where}: non-finite teacher score {scores[i]} for {ids[i]!r}"
+                f"QueryPool{where}: non-finite teacher score {scores[i]} for {str(ids[i])!r}"
             )
         bad = np.flatnonzero(~np.isin(kinds, KINDS))
         if bad.size:
             i = bad[0]
-            raise ValueError(f"QueryPool{where}: unknown kind {kinds[i]!r} for {ids[i]!r}")
+            raise ValueError(
+                f"QueryPool{where}: unknown kind {str(kinds[i])!r} for {str(ids[i])!r}"
+            )
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
-            raise ValueError(f"QueryPool{where}: duplicate id {uniq[counts > 1][0]!r}")
+            raise ValueError(f"QueryPool{where}: duplicate id {str(uniq[counts > 1][0])!r}")
         bad = np.flatnonzero((kinds == "rein") & (parents == ""))
         if bad.size:
-            raise ValueError(f"QueryPool{where}: rein row {ids[bad[0]]!r} has no parent negative")
+            raise ValueError(
+                f"QueryPool{where}: rein row {str(ids[bad[0]])!r} has no parent negative"
+            )
         for name, arr in (
             ("ids", ids),
             ("scores", scores),
