@@ -1,0 +1,126 @@
+"""``raykd``: one command per stage, ``run`` for all of them, ``demo``, ``tune``, ``config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import resources
+
+from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
+from raykd.errors import InputError, StageError
+from raykd.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
+from raykd.ray_session import LOOPBACK_ENV, ensure_ray
+from raykd.run_dir import RunDir
+
+log = logging.getLogger("raykd")
+
+
+def _common(p: argparse.ArgumentParser, *, config_required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=config_required, help="job YAML (see jobs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="a.b=VALUE",
+        help="override a config field (repeatable); the value is parsed as YAML",
+    )
+    p.add_argument("--run-dir", help="override run_dir (local path or s3:// / gs:// URI)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raykd", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        p = sub.add_parser(stage.name, help=f"run the {stage.name} stage")
+        _common(p)
+        p.add_argument("--force", action="store_true", help="run even if the manifest matches")
+    p = sub.add_parser("run", help="run every stage in order, skipping those that are current")
+    _common(p)
+    p.add_argument("--until", help="stop after this stage")
+    p = sub.add_parser("demo", help="run the whole pipeline on the built-in demo collection")
+    _common(p, config_required=False)
+    p = sub.add_parser("tune", help="Ray Tune sweep over a search space")
+    _common(p)
+    p.add_argument("--space", required=True, help="search-space YAML (see tune_spaces/)")
+    p = sub.add_parser("config", help="config utilities")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    show = csub.add_parser("show", help="print the resolved config")
+    _common(show)
+    csub.add_parser("reference", help="print the config reference (markdown)")
+    return parser
+
+
+def demo_config_path() -> str:
+    return str(resources.files("raykd.data").joinpath("demo_job.yaml"))
+
+
+def _load(args: argparse.Namespace) -> JobConfig:
+    return load_config(args.config, args.overrides, args.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return _dispatch(args)
+    except (ConfigError, InputError, StageError) as err:
+        print(f"raykd: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        if args.config_command == "reference":
+            from raykd.config import reference_markdown
+
+            print(reference_markdown())
+        else:
+            print(dump_yaml(_load(args)), end="")
+        return 0
+
+    if args.command == "demo":
+        args.config = args.config or demo_config_path()
+        args.run_dir = args.run_dir or "runs/demo"
+    cfg = _load(args)
+    if not (args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS")):
+        # Before anything imports ray: keeps a local Ray's ports on loopback (see ray_session).
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+    run = RunDir.open(cfg.run_dir)
+
+    def start_ray() -> None:
+        ensure_ray(cfg.ray, args.address)
+
+    if args.command in ("run", "demo"):
+        ran = run_pipeline(cfg, run, until=getattr(args, "until", None), before_run=start_ray)
+        log.info("stages run: %s", ", ".join(ran) or "none (all current)")
+        _print_summary(run)
+    elif args.command == "tune":
+        from raykd.tuning.driver import run_tune
+
+        start_ray()
+        run_tune(cfg, run, args.space)
+    else:
+        run_stage(stage_by_name(args.command), cfg, run, force=args.force, before_run=start_ray)
+    return 0
+
+
+def _print_summary(run: RunDir) -> None:
+    if run.exists("metrics.json"):
+        from raykd.evaluation.table import format_table
+
+        print(format_table(run.read_json("metrics.json")))
+    if run.exists("report/index.html"):
+        print(f"report: {run.uri_of('report/index.html')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

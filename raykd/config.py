@@ -1,0 +1,323 @@
+"""One typed job config: loaded from YAML, overridden with ``--set a.b=c``, validated by pydantic.
+
+Every section forbids unknown keys, so a typo in a sweep or a job file fails loudly with its
+dotted path instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raykd.retrieval.index import IndexSpec
+
+
+class ConfigError(ValueError):
+    """A job config that does not validate; the message names each dotted path and reason."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RaySection(Section):
+    address: str | None = Field(
+        None,
+        description="Cluster to join ('auto', 'ray://...'); RAY_ADDRESS also works. "
+        "None starts a local Ray bound to loopback.",
+    )
+    num_cpus: int | None = Field(None, description="CPUs of a local Ray (default: all).")
+    num_gpus: int | None = Field(None, description="GPUs of a local Ray (default: detected).")
+
+
+class Splits(Section):
+    train: str = "train"
+    eval: str = "dev"
+
+
+class DataSection(Section):
+    format: Literal["beir", "msmarco", "parquet", "demo"] = Field(
+        "beir", description="Input layout; 'demo' generates the built-in collection."
+    )
+    path: str | None = Field(None, description="Collection folder (local or URI).")
+    splits: Splits = Splits()
+    max_train_queries: int | None = Field(
+        None, ge=1, description="Cap on training queries (a seeded subset), for small runs."
+    )
+    max_eval_queries: int | None = Field(None, ge=1, description="Cap on eval queries.")
+    seed: int = 0
+
+
+class MiningSection(Section):
+    sources: list[Literal["bm25", "dense", "file", "random"]] = ["bm25", "random"]
+    depth: int = Field(100, ge=1, description="Retriever top-k per source (bm25, dense).")
+    n_random: int = Field(100, ge=0, description="Uniform random passages per query.")
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    bm25_stopwords: str | None = "en"
+    dense_model: str | None = Field(None, description="Bi-encoder id or dir for 'dense'.")
+    dense_pooling: Literal["cls", "mean"] = "mean"
+    dense_normalize: bool = True
+    dense_max_length: int = 256
+    file_path: str | None = Field(None, description="Pool file for the 'file' source.")
+    file_format: Literal["trec", "st_hard_negatives"] = "trec"
+    index: IndexSpec = IndexSpec()
+    batch_size: int = 256
+    use_gpu: bool = False
+    min_actors: int = 1
+    max_actors: int = 1
+    seed: int = 0
+
+
+class TeacherMember(Section):
+    kind: Literal["cross_encoder", "bi_encoder", "bm25"]
+    weight: float = 1.0
+    model: str | None = None
+    pooling: Literal["cls", "mean"] = "mean"
+    normalize: bool = True
+    similarity: Literal["dot", "cosine"] = "cosine"
+    max_length: int | None = Field(None, description="Bi-encoder max length (both sides).")
+    k1: float = 1.5
+    b: float = 0.75
+    stopwords: str | None = "en"
+
+
+class TeacherTrainSection(Section):
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 16
+    n_negatives: int = 7
+    warmup_steps: int = 100
+    num_workers: int = 1
+    use_gpu: bool = False
+    zero_stage: int = Field(0, ge=0, le=3)
+    seed: int = 0
+
+
+class TeacherSection(Section):
+    kind: Literal["cross_encoder", "bi_encoder", "bm25", "ensemble"] = "cross_encoder"
+    model: str | None = Field(None, description="HF id or local dir (cross/bi-encoder).")
+    pooling: Literal["cls", "mean"] = "mean"
+    normalize: bool = True
+    similarity: Literal["dot", "cosine"] = "cosine"
+    k1: float = 1.5
+    b: float = 0.75
+    stopwords: str | None = "en"
+    members: list[TeacherMember] = Field(default_factory=list, description="Ensemble members.")
+    normalization: Literal["zscore", "minmax"] = "zscore"
+    max_query_length: int = 32
+    max_passage_length: int = 128
+    batch_size: int = 64
+    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
+    num_gpus_per_actor: float = 0.0
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    torch_threads: int | None = Field(None, description="Torch threads per CPU actor.")
+    train: TeacherTrainSection | None = Field(
+        None, description="Fine-tune the cross-encoder first (teacher-train stage)."
+    )
+
+
+class AugmentSection(Section):
+    enabled: bool = True
+    n_rein: int = Field(20, ge=0, description="Reinforced negatives per positive (>= max m).")
+    mask_ratios: list[float] = [0.15, 0.25, 0.35, 0.45, 0.55]
+    seed: int = 0
+
+    @field_validator("mask_ratios")
+    @classmethod
+    def _ratios_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 < r < 1.0 for r in v):
+            raise ValueError("mask ratios must lie in (0, 1)")
+        return v
+
+
+class StudentSection(Section):
+    model: str | None = Field(None, description="HF id or local dir of the student init.")
+    pooling: Literal["cls", "mean"] = "mean"
+    normalize: bool = True
+    shared_towers: bool = True
+    scale: float = Field(1.0, gt=0, description="Score = scale * <q, p>.")
+    max_query_length: int = 32
+    max_passage_length: int = 128
+
+
+class CandidatesSection(Section):
+    strategy: Literal["random", "topk", "stratified", "dark"] = "stratified"
+    m: int = Field(10, ge=1, description="Negatives per query.")
+    n_strata: int = Field(5, ge=1)
+    binning: Literal["quantile", "equal_width"] = "quantile"
+    per_stratum: int | None = None
+    topk_by: Literal["teacher", "retriever"] = "teacher"
+    margin: float | None = Field(None, description="Teacher-margin filter (Parry et al.).")
+    n_masked: int = 5
+    on_short: Literal["fail", "fill"] = "fail"
+    seed: int = 0
+
+
+class TrainSection(Section):
+    lambda_sup: float = Field(0.01, ge=0)
+    epochs: int = Field(1, ge=1)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(0.5, gt=0, description="Leave CPUs for Ray Data reads.")
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    batch_size: int = Field(128, ge=1, description="Global batch (queries) per step.")
+    grad_accum: int = Field(1, ge=1)
+    warmup_steps: int = 100
+    zero_stage: int = Field(0, ge=0, le=3)
+    bf16: bool | None = Field(None, description="None: bf16 on GPU, fp32 on CPU.")
+    grad_checkpointing: bool = False
+    loss: Literal["kl", "margin_mse", "ranknet"] = "kl"
+    teacher_temperature: float = Field(1.0, gt=0)
+    student_temperature: float = Field(1.0, gt=0)
+    sup_temperature: float = Field(0.05, gt=0)
+    in_batch_negatives: bool = False
+    report_every: int = 10
+    max_failures: int = 1
+    num_to_keep: int = 2
+    checkpoint_every_steps: int | None = None
+    seed: int = 0
+
+
+class EvalSection(Section):
+    depth: int = 1000
+    measures: list[str] = ["RR@10", "nDCG@10", "R@50", "R@100", "R@1000"]
+    rel_threshold: int = 1
+    index: IndexSpec = IndexSpec()
+    systems: list[Literal["bm25", "init", "student", "teacher_rerank"]] = [
+        "bm25",
+        "init",
+        "student",
+        "teacher_rerank",
+    ]
+    rerank_depth: int = 100
+    batch_size: int = 256
+    use_gpu: bool = False
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    min_actors: int = 1
+    max_actors: int = 1
+
+
+class TuneSection(Section):
+    metric: str = "nDCG@10"
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = 8
+    max_concurrent_trials: int | None = None
+    grace_period: int = 1
+    reduction_factor: int = 2
+    search: Literal["auto", "optuna", "random"] = "auto"
+    seed: int = 0
+
+
+class JobConfig(Section):
+    run_dir: str = Field("runs/default", description="Local path or s3:// / gs:// URI.")
+    ray: RaySection = RaySection()
+    data: DataSection = DataSection()
+    mining: MiningSection = MiningSection()
+    teacher: TeacherSection = TeacherSection()
+    augment: AugmentSection = AugmentSection()
+    student: StudentSection = StudentSection()
+    candidates: CandidatesSection = CandidatesSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    tune: TuneSection = TuneSection()
+
+    def subtree(self, dotted: str) -> Any:
+        """The JSON-able value at a dotted path (used for stage fingerprints)."""
+        node: Any = self.model_dump(mode="json")
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {path}: {reason}")
+    return "\n".join(lines)
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` to a raw config dict; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected dotted.path=value")
+    dotted, value = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: empty path component")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, run_dir: str | None = None
+) -> JobConfig:
+    """Load a job YAML, apply ``--set`` overrides and ``--run-dir``, then validate."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    if run_dir is not None:
+        raw["run_dir"] = run_dir
+    return validate(raw, source)
+
+
+def dump_yaml(cfg: JobConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def reference_markdown() -> str:
+    """The config reference, generated from the models (README section)."""
+    out: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            path = f"{prefix}{name}"
+            sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            if sub is not None and sub is not IndexSpec:
+                walk(sub, path + ".")
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json")
+            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            doc = field.description or ""
+            out.append(f"| `{path}` | `{type_name}` | `{default!r}` | {doc} |")
+
+    walk(JobConfig, "")
+    header = "| key | type | default | meaning |\n|---|---|---|---|"
+    return header + "\n" + "\n".join(out)

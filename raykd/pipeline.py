@@ -1,0 +1,274 @@
+"""Stages, their fingerprints and manifests, and the skip-or-run logic of ``raykd run``.
+
+A stage's fingerprint hashes the config subtrees it reads, the fingerprints of its upstream
+stages and (for ingest) its input files. ``run`` skips a stage whose committed manifest carries
+the same fingerprint and whose outputs exist; any change re-runs it, and the changed fingerprint
+then re-runs everything downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from raykd.config import JobConfig
+from raykd.run_dir import MANIFESTS, RunDir, Staging
+
+log = logging.getLogger("raykd")
+
+TRACKED_PACKAGES = (
+    "raykd",
+    "ray",
+    "torch",
+    "transformers",
+    "deepspeed",
+    "faiss-cpu",
+    "pyarrow",
+    "bm25s",
+    "ir-measures",
+    "pydantic",
+)
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: row counts per output, and anything worth keeping for provenance."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    cfg: JobConfig
+    run: RunDir
+    staging: Staging
+    stage: str
+
+    def manifest(self, stage: str) -> dict[str, Any]:
+        """The committed manifest of an upstream stage."""
+        return self.run.read_json(f"{MANIFESTS}/{stage}.json")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    target: str  # "module:function" taking a StageContext and returning a StageResult
+    config_keys: tuple[str, ...]
+    upstream: tuple[str, ...]
+    outputs: tuple[str, ...]  # run-dir paths; "{strategy}" is the configured strategy
+    input_hasher: str | None = None  # "module:function"(cfg) -> dict, for stages reading raw files
+    enabled: Callable[[JobConfig], bool] = lambda cfg: True
+
+    def output_paths(self, cfg: JobConfig) -> list[str]:
+        return [o.format(strategy=cfg.candidates.strategy) for o in self.outputs]
+
+    def resolve(self, target: str) -> Callable[..., Any]:
+        module, fn = target.split(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+def _teacher_trained(cfg: JobConfig) -> bool:
+    return cfg.teacher.train is not None
+
+
+def _augmented(cfg: JobConfig) -> bool:
+    return cfg.augment.enabled
+
+
+# The order is the run order. A stage's config_keys are every config subtree its output depends
+# on; upstream fingerprints carry the rest.
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "prepare",
+        "raykd.data.prepare:run_prepare",
+        ("data",),
+        (),
+        ("corpus", "queries", "qrels"),
+        input_hasher="raykd.data.prepare:hash_inputs",
+    ),
+    Stage("mine", "raykd.mining.stage:run_mine", ("mining",), ("prepare",), ("pool",)),
+    Stage(
+        "teacher-train",
+        "raykd.teacher.train_stage:run_teacher_train",
+        ("teacher",),
+        ("prepare", "mine"),
+        ("teacher_model",),
+        enabled=_teacher_trained,
+    ),
+    Stage(
+        "augment",
+        "raykd.mining.augment_stage:run_augment",
+        ("augment", "teacher"),
+        ("mine", "teacher-train"),
+        ("examples",),
+        enabled=_augmented,
+    ),
+    Stage(
+        "score",
+        "raykd.teacher.score_stage:run_score",
+        ("teacher",),
+        ("mine", "augment", "teacher-train"),
+        ("scores",),
+    ),
+    Stage(
+        "build",
+        "raykd.candidates.build_stage:run_build",
+        ("candidates",),
+        ("score",),
+        ("train/{strategy}",),
+    ),
+    Stage(
+        "train",
+        "raykd.student.train_stage:run_train",
+        ("student", "train", "candidates"),
+        ("build",),
+        ("student",),
+    ),
+    Stage(
+        "eval",
+        "raykd.evaluation.eval_stage:run_eval",
+        ("eval", "student", "teacher"),
+        ("train",),
+        ("runs", "metrics.json"),
+    ),
+    Stage("report", "raykd.report.report_stage:run_report", (), ("eval",), ("report",)),
+)
+
+
+def stage_by_name(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r}; known: {', '.join(s.name for s in STAGES)}")
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def fingerprint(stage: Stage, cfg: JobConfig, run: RunDir) -> tuple[str, dict[str, Any]]:
+    """The stage's fingerprint and the inputs it was computed from."""
+    inputs: dict[str, Any] = {
+        "config": {k: cfg.subtree(k) for k in stage.config_keys},
+        "upstream": {},
+    }
+    for up in stage.upstream:
+        up_stage = stage_by_name(up)
+        if not up_stage.enabled(cfg):
+            continue
+        path = f"{MANIFESTS}/{up}.json"
+        if not run.exists(path):
+            raise RuntimeError(f"stage {stage.name!r} needs {up!r} to have run first")
+        inputs["upstream"][up] = run.read_json(path)["fingerprint"]
+    if stage.input_hasher:
+        inputs["files"] = stage.resolve(stage.input_hasher)(cfg)
+    return _hash(inputs), inputs
+
+
+def is_current(stage: Stage, cfg: JobConfig, run: RunDir) -> bool:
+    path = f"{MANIFESTS}/{stage.name}.json"
+    if not run.exists(path):
+        return False
+    try:
+        fp, _ = fingerprint(stage, cfg, run)
+    except RuntimeError:
+        return False
+    outputs = stage.output_paths(cfg)
+    return run.read_json(path).get("fingerprint") == fp and all(run.exists(o) for o in outputs)
+
+
+def run_stage(
+    stage: Stage,
+    cfg: JobConfig,
+    run: RunDir,
+    *,
+    force: bool = False,
+    before_run: Callable[[], None] | None = None,
+) -> bool:
+    """Run one stage unless current, then commit its outputs. Returns True when it ran.
+
+    The stage writes each declared output under ``ctx.staging``; only after it returns are the
+    outputs moved into place, so a failure or Ctrl-C leaves the previous outputs untouched.
+    """
+    if not force and is_current(stage, cfg, run):
+        log.info("%s: up to date, skipped", stage.name)
+        return False
+    fp, inputs = fingerprint(stage, cfg, run)
+    if before_run is not None:
+        before_run()
+    staging = run.new_staging(stage.name)
+    log.info("%s: running (staging at %s)", stage.name, staging.rel)
+    start = time.perf_counter()
+    try:
+        result: StageResult = stage.resolve(stage.target)(
+            StageContext(cfg=cfg, run=run, staging=staging, stage=stage.name)
+        )
+        missing = [
+            o
+            for o in stage.output_paths(cfg)
+            if not run.exists(f"{staging.rel}/{o}", committed=False)
+        ]
+        if missing:
+            raise RuntimeError(f"stage {stage.name!r} did not write {missing}")
+        # Drop the old manifest first: outputs half-swapped under it must not look current.
+        run.delete(f"{MANIFESTS}/{stage.name}.json")
+        for out in stage.output_paths(cfg):
+            staging.commit(out)
+    finally:
+        staging.discard()
+    wall = time.perf_counter() - start
+    run.write_json(
+        f"{MANIFESTS}/{stage.name}.json",
+        {
+            "stage": stage.name,
+            "fingerprint": fp,
+            "inputs": inputs,
+            "rows": result.rows,
+            "info": result.info,
+            "wall_time_s": round(wall, 3),
+            "packages": package_versions(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    log.info("%s: done in %.1f s, rows %s", stage.name, wall, result.rows)
+    return True
+
+
+def run_pipeline(
+    cfg: JobConfig,
+    run: RunDir,
+    *,
+    until: str | None = None,
+    before_run: Callable[[], None] | None = None,
+) -> list[str]:
+    """Run every enabled stage in order (up to ``until``); returns the stages that ran."""
+    ran = []
+    for stage in STAGES:
+        if not stage.enabled(cfg):
+            continue
+        # An upstream re-run with a new fingerprint changes this stage's fingerprint too.
+        if run_stage(stage, cfg, run, before_run=before_run):
+            ran.append(stage.name)
+        if stage.name == until:
+            break
+    return ran

@@ -1,0 +1,76 @@
+"""Shared fixtures: one local Ray per session, a small demo collection, a prepared run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Must precede any ray import: keeps the test cluster's ports on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SCIFACT = SHARED / "data" / "scifact"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local 2-CPU Ray shared by every test that needs one (ray.init costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_collection(tmp_path_factory):
+    """A small demo collection (BEIR layout, tokenizer, tiny teacher and student)."""
+    from raykd.data.demo import write_demo_collection
+
+    root = tmp_path_factory.mktemp("demo")
+    return write_demo_collection(
+        root / "collection", seed=0, n_passages=600, n_train_queries=80, n_dev_queries=40
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_config(demo_collection, tmp_path_factory):
+    """A JobConfig over the small demo collection with tiny models; copy it before changing."""
+    from raykd.config import validate
+
+    run_dir = tmp_path_factory.mktemp("run") / "demo"
+    return validate(
+        {
+            "run_dir": str(run_dir),
+            "data": {"format": "beir", "path": str(demo_collection.root)},
+            "mining": {"sources": ["bm25", "random"], "depth": 30, "n_random": 20},
+            "teacher": {"model": str(demo_collection.teacher_dir), "batch_size": 32},
+            "augment": {"n_rein": 4, "mask_ratios": [0.25, 0.5]},
+            "student": {"model": str(demo_collection.student_dir)},
+            "candidates": {"m": 4, "n_strata": 2},
+            "train": {"batch_size": 8, "warmup_steps": 2, "num_workers": 1, "lr": 1e-3},
+        },
+        "demo_config",
+    )
+
+
+@pytest.fixture(scope="session")
+def prepared_run(ray_session, demo_config):
+    """The demo config's run directory after ``prepare``."""
+    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.run_dir import RunDir
+
+    run = RunDir.open(demo_config.run_dir)
+    run_stage(stage_by_name("prepare"), demo_config, run)
+    return run
+
+
+def needs_scifact():
+    return pytest.mark.skipif(not SCIFACT.is_dir(), reason="../shared/data/scifact is absent")
