@@ -122,9 +122,15 @@ class TeacherSection(Section):
 
 
 class AugmentSection(Section):
-    enabled: bool = True
-    n_rein: int = Field(20, ge=0, description="Reinforced negatives per positive (>= max m).")
-    mask_ratios: list[float] = [0.15, 0.25, 0.35, 0.45, 0.55]
+    n_rein: int = Field(
+        20, ge=0, description="Reinforced negatives per positive (>= the largest m); 0: none."
+    )
+    mask_ratios: list[float] = Field(
+        [0.15, 0.25, 0.35, 0.45, 0.55], description="One masked positive per ratio; []: none."
+    )
+    tokenizer: str | None = Field(
+        None, description="Tokenizer for [SEP]/[MASK] (default: the teacher's, else BERT's)."
+    )
     seed: int = 0
 
     @field_validator("mask_ratios")

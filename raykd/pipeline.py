@@ -52,6 +52,7 @@ class StageContext:
     run: RunDir
     staging: Staging
     stage: str
+    fingerprint: str  # stable across re-runs of the same inputs: keys resumable partial work
 
     def manifest(self, stage: str) -> dict[str, Any]:
         """The committed manifest of an upstream stage."""
@@ -80,10 +81,6 @@ def _teacher_trained(cfg: JobConfig) -> bool:
     return cfg.teacher.train is not None
 
 
-def _augmented(cfg: JobConfig) -> bool:
-    return cfg.augment.enabled
-
-
 # The order is the run order. A stage's config_keys are every config subtree its output depends
 # on; upstream fingerprints carry the rest.
 STAGES: tuple[Stage, ...] = (
@@ -110,7 +107,6 @@ STAGES: tuple[Stage, ...] = (
         ("augment", "teacher"),
         ("mine", "teacher-train"),
         ("examples",),
-        enabled=_augmented,
     ),
     Stage(
         "score",
@@ -221,7 +217,7 @@ def run_stage(
     start = time.perf_counter()
     try:
         result: StageResult = stage.resolve(stage.target)(
-            StageContext(cfg=cfg, run=run, staging=staging, stage=stage.name)
+            StageContext(cfg=cfg, run=run, staging=staging, stage=stage.name, fingerprint=fp)
         )
         missing = [
             o
