@@ -108,9 +108,19 @@ class TeacherSection(Section):
     stopwords: str | None = "en"
     members: list[TeacherMember] = Field(default_factory=list, description="Ensemble members.")
     normalization: Literal["zscore", "minmax"] = "zscore"
-    max_query_length: int = 32
+    max_query_length: int | None = Field(
+        32,
+        description="Query tokens kept; None: truncate the pair jointly to max_passage_length "
+        "(longest_first, as sentence-transformers' CrossEncoder does).",
+    )
     max_passage_length: int = 128
     batch_size: int = 64
+    bucket_rows: int = Field(
+        2048, ge=1, description="Rows sorted by token length together before batching."
+    )
+    shard_rows: int = Field(
+        100_000, ge=1, description="Rows per resumable scoring shard (sharded by qid hash)."
+    )
     dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
     num_gpus_per_actor: float = 0.0
     min_actors: int = Field(1, ge=1)
