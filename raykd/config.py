@@ -83,6 +83,9 @@ class TeacherMember(Section):
     k1: float = 1.5
     b: float = 0.75
     stopwords: str | None = "en"
+    stemmer: str | None = Field(
+        None, description="BM25 PyStemmer language (e.g. 'english'); None: none, as bm25s."
+    )
 
 
 class TeacherTrainSection(Section):
@@ -106,6 +109,9 @@ class TeacherSection(Section):
     k1: float = 1.5
     b: float = 0.75
     stopwords: str | None = "en"
+    stemmer: str | None = Field(
+        None, description="BM25 PyStemmer language (e.g. 'english'); None: none, as bm25s."
+    )
     members: list[TeacherMember] = Field(default_factory=list, description="Ensemble members.")
     normalization: Literal["zscore", "minmax"] = "zscore"
     max_query_length: int | None = Field(
