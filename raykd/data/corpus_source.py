@@ -56,8 +56,15 @@ class CorpusSource(FileBasedDatasource):
     """Corpus files (BEIR jsonl, MS MARCO tsv, or Parquet) to blocks of ``pid, text, title``."""
 
     def __init__(self, paths: str | list[str], fmt: str, **kwargs) -> None:
+        if fmt == "parquet":
+            kwargs.setdefault("file_extensions", ["parquet"])
         super().__init__(paths, **kwargs)
         self.fmt = fmt
+
+    def _open_input_source(self, filesystem, path: str, **open_args):
+        if self.fmt == "parquet":  # Parquet footers need random access
+            return filesystem.open_input_file(path)
+        return super()._open_input_source(filesystem, path, **open_args)
 
     def _read_stream(self, f, path: str) -> Iterator[pa.Table]:
         dups = DuplicateTracker(path, "row" if self.fmt == "parquet" else "line")

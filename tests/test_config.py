@@ -1,0 +1,91 @@
+import pytest
+import yaml
+
+from raykd.config import ConfigError, JobConfig, apply_override, load_config, reference_markdown
+
+
+def write(tmp_path, obj):
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(obj))
+    return p
+
+
+def test_defaults_and_overrides_are_typed(tmp_path):
+    path = write(tmp_path, {"run_dir": "r", "data": {"path": "x"}})
+    cfg = load_config(
+        path,
+        ["train.lambda_sup=0.1", "candidates.m=12", "data.splits.eval=test", "train.use_gpu=true"],
+    )
+    assert cfg.train.lambda_sup == 0.1
+    assert cfg.candidates.m == 12
+    assert cfg.data.splits.eval == "test"
+    assert cfg.data.splits.train == "train"
+    assert cfg.train.use_gpu is True
+
+
+def test_run_dir_override_and_list_values(tmp_path):
+    cfg = load_config(write(tmp_path, {}), ["mining.sources=[bm25, dense]"], run_dir="s3://b/r")
+    assert cfg.run_dir == "s3://b/r"
+    assert cfg.mining.sources == ["bm25", "dense"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochs=many", "train.epochs: Input should be a valid integer"),
+        ("train.epoch=3", "train.epoch: unknown key"),
+        ("candidates.strategy=best", "candidates.strategy: Input should be"),
+        ("nosuch.x=1", "nosuch: unknown key"),
+        ("augment.mask_ratios=[0.2, 1.5]", "augment.mask_ratios: Value error"),
+    ],
+)
+def test_bad_values_name_the_dotted_path(tmp_path, override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {}), [override])
+    assert expected in str(err.value)
+    assert "job.yaml" in str(err.value)
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"teacher\.modle: unknown key"):
+        load_config(write(tmp_path, {"teacher": {"modle": "x"}}))
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected dotted.path=value"):
+        apply_override({}, "train.epochs")
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_override({"train": 3}, "train.epochs=2")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_every_shipped_job_validates():
+    from pathlib import Path
+
+    jobs = sorted((Path(__file__).parents[1] / "jobs").glob("*.yaml"))
+    assert jobs, "no job files"
+    for job in jobs:
+        assert isinstance(load_config(job), JobConfig), job
+
+
+def test_reference_lists_interface_fields():
+    ref = reference_markdown()
+    for key in (
+        "run_dir",
+        "data.format",
+        "data.path",
+        "data.splits.train",
+        "data.splits.eval",
+        "data.max_train_queries",
+        "teacher.model",
+        "student.model",
+        "candidates.strategy",
+        "candidates.m",
+        "candidates.n_strata",
+        "train.lambda_sup",
+        "train.epochs",
+        "train.num_workers",
+        "train.use_gpu",
+    ):
+        assert f"| `{key}` |" in ref, key
