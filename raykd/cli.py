@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True)
     show = csub.add_parser("show", help="print the resolved config")
     _common(show)
-    csub.add_parser("reference", help="print the config reference (markdown)")
+    ref = csub.add_parser("reference", help="print the config reference (markdown)")
+    ref.add_argument("--write", metavar="README", help="replace the reference block of a file")
     return parser
 
 
@@ -80,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
         if args.config_command == "reference":
-            from raykd.config import reference_markdown
+            from raykd.config import reference_markdown, replace_reference_block
 
-            print(reference_markdown())
+            if args.write:
+                replace_reference_block(args.write)
+            else:
+                print(reference_markdown())
         else:
             print(dump_yaml(_load(args)), end="")
         return 0

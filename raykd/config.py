@@ -175,7 +175,10 @@ class CandidatesSection(Section):
     per_stratum: int | None = None
     topk_by: Literal["teacher", "retriever"] = "teacher"
     margin: float | None = Field(None, description="Teacher-margin filter (Parry et al.).")
-    n_masked: int = 5
+    n_masked: int | None = Field(5, ge=0, description="Masked positives in a dark set; None: all.")
+    dark_base: Literal["random", "topk", "stratified"] = Field(
+        "topk", description="Strategy choosing a dark set's original negatives."
+    )
     on_short: Literal["fail", "fill"] = "fail"
     seed: int = 0
 
@@ -338,8 +341,22 @@ def reference_markdown() -> str:
                 default = default.model_dump(mode="json")
             type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
             doc = field.description or ""
-            out.append(f"| `{path}` | `{type_name}` | `{default!r}` | {doc} |")
+            cells = (f"`{path}`", f"`{type_name}`", f"`{default!r}`", doc)
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
 
     walk(JobConfig, "")
     header = "| key | type | default | meaning |\n|---|---|---|---|"
     return header + "\n" + "\n".join(out)
+
+
+REFERENCE_START = "<!-- config-reference:start -->"
+REFERENCE_END = "<!-- config-reference:end -->"
+
+
+def replace_reference_block(path: str | Path) -> None:
+    """Regenerate the config reference between the README's markers."""
+    text = Path(path).read_text(encoding="utf-8")
+    head, rest = text.split(REFERENCE_START, 1)
+    _, tail = rest.split(REFERENCE_END, 1)
+    body = f"{REFERENCE_START}\n{reference_markdown()}\n{REFERENCE_END}"
+    Path(path).write_text(head + body + tail, encoding="utf-8")

@@ -89,3 +89,13 @@ def test_reference_lists_interface_fields():
         "train.use_gpu",
     ):
         assert f"| `{key}` |" in ref, key
+
+
+def test_readme_reference_is_current():
+    from pathlib import Path
+
+    from raykd.config import REFERENCE_END, REFERENCE_START
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split(REFERENCE_START, 1)[1].split(REFERENCE_END, 1)[0].strip()
+    assert block == reference_markdown(), "run: raykd config reference --write README.md"
