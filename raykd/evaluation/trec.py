@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raykd.data.lines import read_lines
 from raykd.errors import InputError
 
 Run = dict[str, dict[str, float]]
@@ -24,22 +25,9 @@ _WHITESPACE = re.compile(r"\s")
 
 
 def _lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, list[str]]]:
-    """Yield (1-based line number, whitespace-split fields), skipping blank lines.
-
-    Decoding line by line lets a bad byte be reported with its line; ``split()`` drops the ``\\r``
-    of CRLF files.
-    """
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not valid UTF-8 ({e.reason})", line=lineno) from None
-            fields = text.split()
-            if fields:
-                yield lineno, fields
+    """Yield (1-based line number, whitespace-split fields) of the non-blank lines."""
+    for lineno, text in read_lines(str(path)):
+        yield lineno, text.split()
 
 
 def read_run(path: str | os.PathLike[str]) -> Run:
