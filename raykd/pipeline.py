@@ -68,6 +68,11 @@ class Stage:
     outputs: tuple[str, ...]  # run-dir paths; "{strategy}" is the configured strategy
     input_hasher: str | None = None  # "module:function"(cfg) -> dict, for stages reading raw files
     enabled: Callable[[JobConfig], bool] = lambda cfg: True
+    # When set, the upstream stages this config actually needs (a subset of ``upstream``).
+    needs: Callable[[JobConfig], tuple[str, ...]] | None = None
+
+    def upstream_stages(self, cfg: JobConfig) -> tuple[str, ...]:
+        return self.upstream if self.needs is None else self.needs(cfg)
 
     def output_paths(self, cfg: JobConfig) -> list[str]:
         return [o.format(strategy=cfg.candidates.strategy) for o in self.outputs]
@@ -79,6 +84,17 @@ class Stage:
 
 def _teacher_trained(cfg: JobConfig) -> bool:
     return cfg.teacher.train is not None
+
+
+def _eval_needs(cfg: JobConfig) -> tuple[str, ...]:
+    """Eval needs the trained student only when it evaluates it, the teacher model only for
+    teacher reranking; ``raykd eval --set eval.systems=[bm25,init]`` runs right after prepare."""
+    needs = ["prepare"]
+    if "student" in cfg.eval.systems:
+        needs.append("train")
+    if "teacher_rerank" in cfg.eval.systems:
+        needs.append("teacher-train")
+    return tuple(needs)
 
 
 # The order is the run order. A stage's config_keys are every config subtree its output depends
@@ -132,9 +148,10 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "eval",
         "raykd.evaluation.eval_stage:run_eval",
-        ("eval", "student", "teacher"),
-        ("train",),
+        ("eval", "student", "teacher", "mining.bm25_k1", "mining.bm25_b", "mining.bm25_stopwords"),
+        ("prepare", "train", "teacher-train"),
         ("runs", "metrics.json"),
+        needs=_eval_needs,
     ),
     Stage("report", "raykd.report.report_stage:run_report", (), ("eval",), ("report",)),
 )
@@ -168,7 +185,7 @@ def fingerprint(stage: Stage, cfg: JobConfig, run: RunDir) -> tuple[str, dict[st
         "config": {k: cfg.subtree(k) for k in stage.config_keys},
         "upstream": {},
     }
-    for up in stage.upstream:
+    for up in stage.upstream_stages(cfg):
         up_stage = stage_by_name(up)
         if not up_stage.enabled(cfg):
             continue
