@@ -1,0 +1,125 @@
+"""ADAM dark examples: the text conventions every stage shares, and the masking maths.
+
+Conventions (the score and build stages reuse these, so there is exactly one of each):
+
+- ``passage_text(title, text)``: ``"{title} {text}"`` when the title is non-empty, else ``text``.
+- Reinforced negative: ``rein_text(p_pos, p_neg, sep)`` = ``"{p+} {sep} {p-}"``.
+- Noisy positive: ``mask_text(...)`` = ``p+`` with ``round(r * n)`` of its ``n`` word pieces
+  (special tokens excluded) replaced by the mask token; positions come from a RNG keyed by
+  ``(seed, qid, pid, r)``, so an example is identical across runs and batchings.
+- Example ids: ``eid_pos``, ``eid_neg``, ``eid_rein``, ``eid_mask`` (readable and stable).
+
+Import-light on purpose (no torch, no transformers at import time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+KINDS = ("pos", "neg", "rein", "mask")
+KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
+LITERAL_SEP = "[SEP]"
+LITERAL_MASK = "[MASK]"
+
+
+def passage_text(title: str | None, text: str) -> str:
+    """The one text a passage is scored, encoded and indexed as."""
+    return f"{title} {text}" if title else text
+
+
+def passage_texts(batch: Any) -> list[str]:
+    """``passage_text`` over an Arrow table or record batch with ``title`` and ``text`` columns."""
+    titles = batch.column("title").to_pylist()
+    texts = batch.column("text").to_pylist()
+    return [passage_text(t, x) for t, x in zip(titles, texts, strict=True)]
+
+
+def rein_text(p_pos: str, p_neg: str, sep: str) -> str:
+    return f"{p_pos} {sep} {p_neg}"
+
+
+def eid_pos(qid: str, pid: str) -> str:
+    return f"{qid}|pos|{pid}"
+
+
+def eid_neg(qid: str, pid: str) -> str:
+    return f"{qid}|neg|{pid}"
+
+
+def eid_rein(qid: str, pid: str, pid2: str) -> str:
+    return f"{qid}|rein|{pid}|{pid2}"
+
+
+def eid_mask(qid: str, pid: str, ratio: float) -> str:
+    return f"{qid}|mask|{pid}|{ratio:.2f}"
+
+
+def mask_rng(seed: int, qid: str, pid: str, ratio: float) -> np.random.Generator:
+    """A generator that depends only on (seed, qid, pid, ratio): never on order or batching."""
+    key = f"{seed}|{qid}|{pid}|{ratio:.2f}".encode()
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+
+
+def mask_positions(n: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """``round(ratio * n)`` distinct positions in ``[0, n)``, sorted."""
+    k = round(ratio * n)
+    return np.sort(rng.choice(n, size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
+
+
+def mask_text(text: str, ratio: float, rng: np.random.Generator, tokenizer: Any = None) -> str:
+    """``text`` with a fraction ``ratio`` of its tokens replaced by the mask token.
+
+    With a Hugging Face tokenizer the tokens are its word pieces and the result is joined with
+    ``convert_tokens_to_string``, so re-tokenising it yields exactly the masked count of mask
+    tokens. Without one (a BM25-only teacher), whitespace words and a literal ``[MASK]``.
+    """
+    if tokenizer is None:
+        tokens = text.split()
+        mask = LITERAL_MASK
+    else:
+        tokens = tokenizer.tokenize(text)
+        mask = tokenizer.mask_token or LITERAL_MASK
+    for i in mask_positions(len(tokens), ratio, rng):
+        tokens[i] = mask
+    if tokenizer is None:
+        return " ".join(tokens)
+    return tokenizer.convert_tokens_to_string(tokens)
+
+
+def tokenizer_ref(
+    augment_tokenizer: str | None,
+    teacher_kind: str,
+    teacher_model: str | None,
+    members: list[Any],
+) -> str | None:
+    """The model whose tokenizer defines ``[SEP]``/``[MASK]``, or None for the literals.
+
+    ``augment.tokenizer``, else the cross/bi-encoder teacher's model (a fine-tuned teacher keeps
+    its base tokenizer), else the first neural ensemble member's model.
+    """
+    if augment_tokenizer:
+        return augment_tokenizer
+    if teacher_kind in ("cross_encoder", "bi_encoder") and teacher_model:
+        return teacher_model
+    if teacher_kind == "ensemble":
+        for m in members:
+            if m.kind in ("cross_encoder", "bi_encoder") and m.model:
+                return m.model
+    return None
+
+
+def load_tokenizer(ref: str | None) -> Any:
+    if ref is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from raykd.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(ref))
+
+
+def sep_token(tokenizer: Any) -> str:
+    return (tokenizer.sep_token if tokenizer is not None else None) or LITERAL_SEP

@@ -1,0 +1,75 @@
+"""Combining per-source pools: source priority, de-duplication, and no positive as a negative."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from raykd.data.schemas import POOL
+
+
+def ranked_table(qids: list[str], pids: list[list[str]], scores, source: str) -> pa.Table:
+    """A POOL table from per-query ranked lists (best first; ranks 1..len)."""
+    flat_q, flat_p, flat_r, flat_s = [], [], [], []
+    for qid, plist, srow in zip(qids, pids, scores, strict=True):
+        flat_q.extend([qid] * len(plist))
+        flat_p.extend(plist)
+        flat_r.extend(range(1, len(plist) + 1))
+        flat_s.extend(np.asarray(srow, dtype=np.float32)[: len(plist)].tolist())
+    return pa.table(
+        [
+            flat_q,
+            flat_p,
+            pa.array(flat_r, pa.int32()),
+            pa.array(flat_s, pa.float32()),
+            [source] * len(flat_q),
+        ],
+        schema=POOL,
+    )
+
+
+def merge_pools(
+    pools: list[pa.Table], positives: dict[str, set[str]]
+) -> tuple[pa.Table, dict[str, int]]:
+    """One pool from ``pools`` (given in priority order).
+
+    A (qid, pid) found by several sources keeps the first source's row (rank and score); qrels
+    positives are dropped. Rows are ordered by qid, then source priority, then rank. Returns the
+    pool and counts of what was dropped.
+    """
+    tables = [
+        t.append_column("_prio", pa.array(np.full(len(t), i, dtype=np.int32)))
+        for i, t in enumerate(pools)
+    ]
+    allp = (
+        pa.concat_tables(tables)
+        if tables
+        else POOL.empty_table().append_column("_prio", pa.array([], pa.int32()))
+    )
+    allp = allp.sort_by([("qid", "ascending"), ("_prio", "ascending"), ("rank", "ascending")])
+    qids = allp.column("qid").to_pylist()
+    pids = allp.column("pid").to_pylist()
+    keep = np.ones(len(qids), dtype=bool)
+    seen: set[tuple[str, str]] = set()
+    n_pos = n_dup = 0
+    for i, (q, p) in enumerate(zip(qids, pids, strict=True)):
+        if p in positives.get(q, ()):
+            keep[i] = False
+            n_pos += 1
+        elif (q, p) in seen:
+            keep[i] = False
+            n_dup += 1
+        else:
+            seen.add((q, p))
+    merged = allp.filter(pa.array(keep)).drop_columns(["_prio"])
+    return merged.cast(POOL), {"dropped_positives": n_pos, "dropped_duplicates": n_dup}
+
+
+def pool_sizes(pool: pa.Table, qids: list[str]) -> dict[str, int]:
+    """Pool rows per query (0 for a query with none)."""
+    counts = pool.group_by("qid").aggregate([("pid", "count")])
+    out = dict.fromkeys(qids, 0)
+    out.update(
+        zip(counts.column("qid").to_pylist(), counts.column("pid_count").to_pylist(), strict=True)
+    )
+    return out

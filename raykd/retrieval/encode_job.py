@@ -1,0 +1,150 @@
+"""Corpus encoding on Ray Data, and reading the embeddings back one shard at a time.
+
+``encode_corpus`` streams a prepared corpus (Parquet with ``pid``, ``title``, ``text``) through a
+pool of ``TextEncoder`` actors and writes Parquet shards of ``pid`` (string) and ``embedding``
+(``fixed_size_list<float32>[dim]``) to a fresh folder. Passages are encoded as
+``passage_text(title, text)``, the one convention every stage uses.
+
+``iter_embedding_shards`` yields ``(pids, float32 [n, dim])`` per file in file-name order, which
+is what ``raykd.retrieval.index.build_index`` adds shard by shard; collect the pids in the same
+order to map FAISS row ids back::
+
+    pids = []
+    def shards():
+        for shard_pids, vecs in iter_embedding_shards(uri):
+            pids.extend(shard_pids)
+            yield vecs
+    index = build_index(shards(), dim, spec)
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from raykd.mining.dark_examples import passage_texts
+
+log = logging.getLogger("raykd")
+
+
+class _EncodeBatch:
+    """Ray Data callable class: one ``TextEncoder`` per actor, Arrow batches in and out."""
+
+    def __init__(
+        self,
+        model: str,
+        pooling: str,
+        normalize: bool,
+        max_length: int,
+        dtype: str,
+        batch_size: int,
+    ) -> None:
+        from raykd.retrieval.encoder import TextEncoder
+
+        self.encoder = TextEncoder(
+            model, pooling=pooling, normalize=normalize, max_length=max_length, dtype=dtype
+        )
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = passage_texts(batch)
+        vecs = self.encoder.encode(texts, batch_size=self.batch_size)
+        emb = pa.FixedSizeListArray.from_arrays(
+            pa.array(vecs.reshape(-1), type=pa.float32()), vecs.shape[1]
+        )
+        return pa.table({"pid": batch.column("pid"), "embedding": emb})
+
+
+def encode_corpus(
+    corpus_uri: str,
+    out_uri: str,
+    *,
+    model: str,
+    pooling: str = "mean",
+    normalize: bool = True,
+    max_length: int = 256,
+    batch_size: int = 256,
+    use_gpu: bool = False,
+    dtype: str = "fp32",
+    min_actors: int = 1,
+    max_actors: int = 1,
+) -> int:
+    """Encode every passage of ``corpus_uri`` into Parquet shards under ``out_uri``.
+
+    ``out_uri`` must be a fresh folder (Ray Data appends to existing ones). ``batch_size`` is
+    the rows per actor call and per forward pass; each actor takes one GPU when ``use_gpu``.
+    Returns the number of passages written.
+    """
+    start = time.perf_counter()
+    ds = ray.data.read_parquet(corpus_uri).select_columns(["pid", "title", "text"])
+    ds = ds.map_batches(
+        _EncodeBatch,
+        fn_constructor_kwargs={
+            "model": model,
+            "pooling": pooling,
+            "normalize": normalize,
+            "max_length": max_length,
+            "dtype": dtype,
+            "batch_size": batch_size,
+        },
+        batch_size=int(batch_size),
+        batch_format="pyarrow",
+        num_gpus=1 if use_gpu else 0,
+        compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
+    )
+    ds.write_parquet(out_uri)
+    n = _open(out_uri).count_rows()
+    wall = time.perf_counter() - start
+    log.info("encoded %d passages in %.1f s (%.1f passages/s)", n, wall, n / max(wall, 1e-9))
+    return n
+
+
+def _open(uri: str) -> pads.Dataset:
+    fs, path = _fs(uri)
+    return pads.dataset(path, filesystem=fs, format="parquet")
+
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), uri
+
+
+def _embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """``list<float32>`` or ``fixed_size_list<float32>`` rows to a float32 ``[n, d]`` matrix."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if flat.size % n:
+        raise ValueError("embedding rows have different lengths")
+    return flat.reshape(n, flat.size // n)
+
+
+def iter_embedding_shards(uri: str) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Yield ``(pids, float32 [n, dim])`` for each Parquet file under ``uri``, in name order.
+
+    Only one shard is in memory at a time; empty files are skipped.
+    """
+    fs, root = _fs(uri)
+    files = sorted(
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        if i.is_file and i.path.endswith(".parquet")
+    )
+    for path in files:
+        table = pq.read_table(path, filesystem=fs, columns=["pid", "embedding"])
+        if table.num_rows == 0:
+            continue
+        log.debug("embedding shard %s: %d rows", posixpath.basename(path), table.num_rows)
+        yield table.column("pid").to_pylist(), _embedding_matrix(table.column("embedding"))
