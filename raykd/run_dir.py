@@ -4,6 +4,10 @@ Stages write into a private staging folder and commit when complete, so an inter
 leaves the previous good output in place. Locally a commit is a rename. Object stores have no
 atomic rename: the staged objects are copied into place and a ``_SUCCESS`` marker is written
 last; readers treat a folder without the marker as absent.
+
+A run dir may overlay a *base* run dir (a Tune trial over the sweep's shared run): reads of an
+inherited path that is absent here (``path``, ``uri_of``, ``exists``, ``read_json``) resolve to
+the base; every write goes here.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ class RunDir:
     fs: pafs.FileSystem
     root: str  # path inside ``fs``
     uri: str  # as the user gave it; Ray Data accepts it directly
+    base: RunDir | None = None
+    inherit: tuple[str, ...] = ()  # rel paths (and everything under them) read from ``base``
 
     @classmethod
-    def open(cls, uri: str) -> RunDir:
+    def open(cls, uri: str, base: RunDir | None = None, inherit: tuple[str, ...] = ()) -> RunDir:
         if "://" in uri:
             fs, root = pafs.FileSystem.from_uri(uri)
         else:
@@ -37,27 +43,43 @@ class RunDir:
             fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
             uri = root
         fs.create_dir(root, recursive=True)
-        return cls(fs=fs, root=root.rstrip("/"), uri=uri.rstrip("/"))
+        if base is not None and type(base.fs) is not type(fs):
+            raise ValueError(f"{uri}: an overlay must be on the filesystem of its base {base.uri}")
+        return cls(fs, root.rstrip("/"), uri.rstrip("/"), base, tuple(inherit))
 
     @property
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    def _own(self, rel: str) -> str:
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def _from_base(self, rel: str) -> bool:
+        """Whether a read of ``rel`` goes to the base: inherited, absent here, present there."""
+        if self.base is None or not any(rel == p or rel.startswith(p + "/") for p in self.inherit):
+            return False
+        return not self._exists_here(rel, committed=True) and self.base.exists(rel)
+
     def path(self, rel: str) -> str:
         """Filesystem path of ``rel`` (for pyarrow calls with ``filesystem=self.fs``)."""
-        return posixpath.join(self.root, rel) if rel else self.root
+        return self.base.path(rel) if self._from_base(rel) else self._own(rel)
 
     def uri_of(self, rel: str) -> str:
         """URI of ``rel`` (for Ray Data, which resolves the filesystem itself)."""
+        if self._from_base(rel):
+            return self.base.uri_of(rel)
         return posixpath.join(self.uri, rel) if rel else self.uri
 
     def exists(self, rel: str, *, committed: bool = True) -> bool:
         """Whether ``rel`` exists; on object stores a committed folder needs its marker."""
-        info = self.fs.get_file_info(self.path(rel))
+        return self._exists_here(rel, committed=committed) or self._from_base(rel)
+
+    def _exists_here(self, rel: str, *, committed: bool) -> bool:
+        info = self.fs.get_file_info(self._own(rel))
         if info.type == pafs.FileType.NotFound:
             return False
         if committed and info.type == pafs.FileType.Directory and not self.is_local:
-            return self.fs.get_file_info(self.path(f"{rel}/{SUCCESS}")).type == pafs.FileType.File
+            return self.fs.get_file_info(self._own(f"{rel}/{SUCCESS}")).type == pafs.FileType.File
         return True
 
     def read_json(self, rel: str) -> Any:
@@ -67,7 +89,7 @@ class RunDir:
     def write_json(self, rel: str, obj: Any) -> None:
         """Write JSON atomically (temp file + move on local disk; single PUT on object stores)."""
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
-        target = self.path(rel)
+        target = self._own(rel)
         self.fs.create_dir(posixpath.dirname(target), recursive=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}" if self.is_local else target
         with self.fs.open_output_stream(tmp) as f:
@@ -77,11 +99,11 @@ class RunDir:
 
     def new_staging(self, stage: str) -> Staging:
         rel = f"{STAGING}/{stage}-{uuid.uuid4().hex[:10]}"
-        self.fs.create_dir(self.path(rel), recursive=True)
+        self.fs.create_dir(self._own(rel), recursive=True)
         return Staging(self, rel)
 
     def delete(self, rel: str) -> None:
-        self._delete_path(self.path(rel))
+        self._delete_path(self._own(rel))
 
     def _delete_path(self, p: str) -> None:
         info = self.fs.get_file_info(p)
@@ -92,12 +114,12 @@ class RunDir:
 
     def commit(self, staged_rel: str, final_rel: str) -> None:
         """Move a fully written staged folder or file to ``final_rel``, replacing what was there."""
-        src, dst = self.path(staged_rel), self.path(final_rel)
+        src, dst = self._own(staged_rel), self._own(final_rel)
         self.fs.create_dir(posixpath.dirname(dst), recursive=True)
         if self.is_local:
             old = None
             if self.fs.get_file_info(dst).type != pafs.FileType.NotFound:
-                old = f"{self.path(STAGING)}/old-{uuid.uuid4().hex[:10]}"
+                old = f"{self._own(STAGING)}/old-{uuid.uuid4().hex[:10]}"
                 self.fs.move(dst, old)
             self.fs.move(src, dst)
             if old is not None:
@@ -118,7 +140,7 @@ class Staging:
     rel: str
 
     def path(self, rel: str) -> str:
-        return self.run.path(f"{self.rel}/{rel}")
+        return self.run._own(f"{self.rel}/{rel}")
 
     def uri(self, rel: str) -> str:
         return self.run.uri_of(f"{self.rel}/{rel}")

@@ -1,0 +1,251 @@
+"""``raykd tune``: a Ray Tune sweep whose trials re-run build -> train -> eval.
+
+The stages up to ``score`` run once in the job's run dir (the *base*); so does the dev rerank set
+that gives ASHA a metric after every epoch. Each trial is a function trainable with a tiny CPU
+reservation: it opens its own run dir ``<base>/tune/trials/<trial id>`` as an overlay of the base
+(upstream artifacts and manifests are read from there), applies its sampled values to the config
+and runs build, train and eval with ``run_stage``. The train stage, seeing a Tune session,
+forwards each epoch's dev metric to Tune (``raykd.tuning.report``), so ASHA can stop it early.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from raykd.config import ConfigError, JobConfig, TrainSection, validate
+from raykd.pipeline import MANIFESTS, STAGES, run_pipeline, run_stage, stage_by_name
+from raykd.run_dir import RunDir
+from raykd.tuning.dev_metric import write_dev_set
+from raykd.tuning.space import SearchSpace, apply_values, load_space
+
+log = logging.getLogger("raykd")
+
+TRIAL_STAGES = ("build", "train", "eval")
+EXPERIMENT = "sweep"
+DRIVER_CPU = 0.01
+
+
+def shared_paths(cfg: JobConfig) -> tuple[str, ...]:
+    """What a trial reads from the base: outputs and manifests of every stage before build."""
+    out: list[str] = []
+    for stage in STAGES:
+        if stage.name == TRIAL_STAGES[0]:
+            break
+        out += [*stage.output_paths(cfg), f"{MANIFESTS}/{stage.name}.json"]
+    return tuple(out)
+
+
+def trial_config(base: JobConfig, values: dict[str, Any], run_dir: str, dev_set: str) -> JobConfig:
+    """A trial's config: the sampled values on the base, its run dir, and a student-only eval
+    (BM25 and teacher reranking are the same for every trial)."""
+    return apply_values(
+        base,
+        {**values, "run_dir": run_dir, "tune.dev_set": dev_set, "eval.systems": ["student"]},
+        "trial",
+    )
+
+
+def max_concurrent(resources: dict[str, float], train: TrainSection) -> int:
+    """Trials that fit at once: each needs num_workers x (cpus_per_worker, 1 GPU if use_gpu).
+
+    One CPU of the cluster is kept for the Ray Data tasks that feed the trainers: with every CPU
+    held by train workers, their dataset reads never get scheduled.
+    """
+    cpu = train.num_workers * train.cpus_per_worker + DRIVER_CPU
+    n = int(max(0.0, resources.get("CPU", 0.0) - 1.0) // cpu)
+    if train.use_gpu:
+        n = min(n, int(resources.get("GPU", 0.0) // train.num_workers))
+    return max(1, n)
+
+
+def _trial(config: dict[str, Any], base: dict[str, Any], base_uri: str, dev_set: str) -> None:
+    from ray import tune
+
+    from raykd.ray_errors import unwrap_ray_error
+
+    cfg = validate(base, "tune base")
+    base_run = RunDir.open(base_uri)
+    trial_id = tune.get_context().get_trial_id()
+    run = RunDir.open(
+        base_run.uri_of(f"tune/trials/{trial_id}"), base=base_run, inherit=shared_paths(cfg)
+    )
+    cfg = trial_config(cfg, config, run.uri, dev_set)
+    with unwrap_ray_error():
+        for name in TRIAL_STAGES:
+            run_stage(stage_by_name(name), cfg, run)
+
+
+def _search_alg(cfg: JobConfig, space: SearchSpace):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    tu = cfg.tune
+    if tu.search == "optuna" and space.has_grid:
+        raise ConfigError(f"{space.source}: tune.search optuna cannot sample a grid; use random")
+    use_optuna = tu.search == "optuna" or (tu.search == "auto" and not space.has_grid)
+    if use_optuna:
+        try:
+            from ray.tune.search.optuna import OptunaSearch
+
+            return "optuna", OptunaSearch(metric=tu.metric, mode=tu.mode, seed=tu.seed)
+        except ImportError:
+            if tu.search == "optuna":
+                raise ConfigError("tune.search is optuna but optuna is not installed") from None
+    return "random", BasicVariantGenerator(random_state=tu.seed)
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    rows: list[dict[str, Any]]  # one per trial, best first
+    best: dict[str, Any]
+    best_config: JobConfig
+    wall_s: float
+
+
+def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
+    """Score once, sweep ``space_path`` over build -> train -> eval, write the results."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    start = time.perf_counter()
+    space = load_space(space_path, cfg)
+    tu = cfg.tune
+    run_pipeline(cfg, run, until="score")
+    dev_set = write_dev_set(cfg, run)
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trial, base=cfg.model_dump(mode="json"), base_uri=run.uri, dev_set=dev_set
+        ),
+        {"cpu": DRIVER_CPU},
+    )
+    concurrent = tu.max_concurrent_trials or max_concurrent(ray.cluster_resources(), cfg.train)
+    search_name, search_alg = _search_alg(cfg, space)
+    grace = min(tu.grace_period, cfg.train.epochs)
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=cfg.train.epochs,
+        grace_period=grace,
+        reduction_factor=tu.reduction_factor,
+    )
+    storage, path = run.uri_of("tune"), run.uri_of(f"tune/{EXPERIMENT}")
+    if tune.Tuner.can_restore(path):
+        log.info("tune: resuming the interrupted sweep at %s", path)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        log.info(
+            "tune: %d samples of %s (%s search, ASHA grace %d / factor %d, %d concurrent)",
+            tu.num_samples,
+            space.source,
+            search_name,
+            grace,
+            tu.reduction_factor,
+            concurrent,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.to_tune(),
+            tune_config=tune.TuneConfig(
+                metric=tu.metric,
+                mode=tu.mode,
+                num_samples=tu.num_samples,
+                max_concurrent_trials=concurrent,
+                scheduler=scheduler,
+                search_alg=search_alg,
+            ),
+            run_config=tune.RunConfig(storage_path=storage, name=EXPERIMENT),
+        )
+    grid = tuner.fit()
+    rows = result_rows(grid, space, tu.metric, tu.mode)
+    if not rows or all(r[tu.metric] is None for r in rows):
+        errors = [str(r.error) for r in grid if r.error]
+        raise RuntimeError(f"tune: no trial reported {tu.metric}; errors: {errors[:3]}")
+    best = rows[0]
+    best_cfg = apply_values(
+        cfg,
+        {**{p: best[p] for p in space.params}, "run_dir": run.uri_of("tune/best_run")},
+        "best",
+    )
+    wall = time.perf_counter() - start
+    summary = TuneSummary(rows, best, best_cfg, wall)
+    write_results(run, summary, list(space.params), tu.metric)
+    print(format_markdown(rows, list(space.params), tu.metric))
+    log.info("tune: done in %.1f s; best config %s", wall, run.uri_of("tune/best.yaml"))
+    return summary
+
+
+def result_rows(grid, space: SearchSpace, metric: str, mode: str) -> list[dict[str, Any]]:
+    """One row per trial: its values, best dev metric, epochs run and status, best first."""
+    rows = []
+    for result in grid:
+        df = result.metrics_dataframe
+        values = df[metric].dropna() if df is not None and metric in df else None
+        best = None
+        if values is not None and len(values):
+            best = float(values.max() if mode == "max" else values.min())
+        rows.append(
+            {
+                "trial": (result.metrics or {}).get("trial_id") or result.path.rsplit("/", 1)[-1],
+                **{p: result.config.get(p) for p in space.params},
+                metric: best,
+                "epochs": 0 if values is None else int(len(values)),
+                "status": "error" if result.error else "done",
+            }
+        )
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(rows, key=lambda r: math.inf if r[metric] is None else sign * r[metric])
+
+
+def format_markdown(rows: list[dict[str, Any]], params: list[str], metric: str) -> str:
+    cols = ["trial", *params, metric, "epochs", "status"]
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(run: RunDir, summary: TuneSummary, params: list[str], metric: str) -> None:
+    cols = ["trial", *params, metric, "epochs", "status"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows({c: r[c] for c in cols} for r in summary.rows)
+    best_yaml = (
+        f"# Best trial {summary.best['trial']} of the sweep in {run.uri}/tune "
+        f"({metric} {summary.best[metric]:.4g} on the dev rerank set).\n"
+        f"# Run it with: raykd run --config <this file>\n"
+        + yaml.safe_dump(summary.best_config.model_dump(mode="json"), sort_keys=False)
+    )
+    for rel, text in (
+        ("tune/results.md", format_markdown(summary.rows, params, metric) + "\n"),
+        ("tune/results.csv", buf.getvalue()),
+        ("tune/best.yaml", best_yaml),
+    ):
+        _write_text(run, rel, text)
+
+
+def _write_text(run: RunDir, rel: str, text: str) -> None:
+    """Write a small text file in one PUT (object stores) or temp file + rename (local)."""
+    import posixpath
+    import uuid
+
+    target = run.path(rel)
+    run.fs.create_dir(posixpath.dirname(target), recursive=True)
+    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}" if run.is_local else target
+    with run.fs.open_output_stream(tmp) as f:
+        f.write(text.encode("utf-8"))
+    if tmp != target:
+        run.fs.move(tmp, target)

@@ -1,0 +1,33 @@
+"""Forwarding a training run's epoch metrics to Ray Tune (Ray Train V2 + function trainable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raykd.config import JobConfig
+
+# The train loop task of a run with tune.dev_set: the student plus the per-epoch dev metric.
+DEV_STUDENT_TASK = "raykd.tuning.dev_metric:dev_student_task"
+
+
+def _epoch_callback(metric: str):
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class EpochReportCallback(TuneReportCallback):
+        """Forwards only the reports that carry ``metric`` (one per epoch), so Tune's
+        training_iteration counts epochs and every result ASHA sees has the metric."""
+
+        def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+            if metric in metrics[0]:
+                super().after_report(run_context, metrics, checkpoint)
+
+    return EpochReportCallback()
+
+
+def tune_callbacks(cfg: JobConfig) -> list:
+    """Ray Train run callbacks for ``cfg``'s train stage: the Tune forwarder inside a trial."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    if cfg.tune.dev_set is None or not _in_tune_session():
+        return []
+    return [_epoch_callback(cfg.tune.metric)]

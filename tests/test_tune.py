@@ -1,0 +1,143 @@
+"""Tune: the run-dir overlay, trial helpers, and a 4-trial ASHA sweep on the demo collection."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raykd.config import JobConfig, load_config
+from raykd.run_dir import RunDir
+from raykd.tuning.driver import max_concurrent, shared_paths, trial_config
+
+# --- overlay -----------------------------------------------------------------------------------
+
+
+def test_overlay_reads_inherited_paths_from_base_and_writes_locally(tmp_path):
+    base = RunDir.open(str(tmp_path / "base"))
+    base.fs.create_dir(base.path("scores"))
+    pq.write_table(pa.table({"x": [1]}), base.path("scores/part-0.parquet"))
+    base.write_json("manifests/score.json", {"fingerprint": "abc"})
+    base.fs.create_dir(base.path("checkpoints"))
+    trial = RunDir.open(
+        str(tmp_path / "base/tune/trials/t1"),
+        base=base,
+        inherit=("scores", "manifests/score.json"),
+    )
+    assert trial.exists("scores") and trial.path("scores") == base.path("scores")
+    assert trial.uri_of("scores/part-0.parquet") == base.uri_of("scores/part-0.parquet")
+    assert trial.read_json("manifests/score.json") == {"fingerprint": "abc"}
+    # Not inherited: stays the trial's own (train checkpoints must not land in the base).
+    assert not trial.exists("checkpoints")
+    assert trial.uri_of("checkpoints").startswith(trial.uri)
+    assert not trial.exists("manifests/build.json")
+    # Writes go to the trial, and then shadow the base.
+    trial.write_json("manifests/score.json", {"fingerprint": "trial"})
+    assert base.read_json("manifests/score.json") == {"fingerprint": "abc"}
+    assert trial.read_json("manifests/score.json") == {"fingerprint": "trial"}
+    staging = trial.new_staging("build")
+    pq.write_table(pa.table({"y": [2]}), staging.local_path("scores/part-0.parquet"))
+    staging.commit("scores")
+    staging.discard()
+    assert trial.path("scores").startswith(trial.root)
+    assert pq.read_table(base.path("scores")).column_names == ["x"]
+    trial.delete("manifests/score.json")
+    assert base.exists("manifests/score.json")  # a trial never deletes from its base
+
+
+def test_overlay_needs_the_base_filesystem(tmp_path):
+    base = RunDir.open(str(tmp_path / "base"))
+    with pytest.raises(ValueError, match="filesystem of its base"):
+        RunDir.open("mock://somewhere", base=base)
+
+
+# --- trial helpers -----------------------------------------------------------------------------
+
+
+def test_shared_paths_are_everything_before_build():
+    paths = shared_paths(JobConfig())
+    for rel in ("corpus", "queries", "qrels", "pool", "examples", "scores"):
+        assert rel in paths
+    assert "manifests/score.json" in paths and "manifests/prepare.json" in paths
+    assert not any(p.startswith(("train", "student", "checkpoints")) for p in paths)
+    assert "manifests/build.json" not in paths
+
+
+def test_trial_config_applies_values_and_evaluates_only_the_student():
+    cfg = trial_config(JobConfig(), {"candidates.m": 7}, "/tmp/t1", "/tmp/dev.json")
+    assert cfg.candidates.m == 7 and cfg.run_dir == "/tmp/t1"
+    assert cfg.tune.dev_set == "/tmp/dev.json" and cfg.eval.systems == ["student"]
+
+
+def test_max_concurrent_from_cluster_resources():
+    tr = JobConfig().train.model_copy(update={"num_workers": 1, "cpus_per_worker": 0.5})
+    assert max_concurrent({"CPU": 2.0}, tr) == 1  # one CPU kept for data feeding
+    assert max_concurrent({"CPU": 16.0}, tr) == 29
+    gpu = tr.model_copy(update={"num_workers": 2, "use_gpu": True, "cpus_per_worker": 4})
+    assert max_concurrent({"CPU": 96.0, "GPU": 8.0}, gpu) == 4
+    assert max_concurrent({"CPU": 1.0}, tr) == 1  # never zero
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
+    from raykd.pipeline import run_pipeline
+    from raykd.tuning.driver import run_tune
+
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "train.lambda_sup: {loguniform: [0.001, 0.5]}\ntrain.lr: {loguniform: [1.0e-5, 3.0e-3]}\n"
+    )
+    raw = demo_config.model_dump(mode="json")
+    raw["run_dir"] = str(tmp_path / "run")
+    raw["eval"]["systems"] = ["student"]
+    raw["train"].update({"epochs": 3, "report_every": 1000, "batch_size": 8})
+    raw["tune"].update(
+        {
+            "num_samples": 4,
+            "max_concurrent_trials": 2,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "search": "random",
+            "dev_queries": 20,
+            "dev_depth": 20,
+            "metric": "nDCG@10",
+        }
+    )
+    cfg = JobConfig.model_validate(raw)
+    run = RunDir.open(cfg.run_dir)
+    start = time.perf_counter()
+    summary = run_tune(cfg, run, str(space))
+    wall = time.perf_counter() - start
+    print(f"sweep wall time {wall:.1f} s")
+
+    rows = summary.rows
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    assert all(r["nDCG@10"] is not None and 0.0 <= r["nDCG@10"] <= 1.0 for r in rows)
+    assert all(1 <= r["epochs"] <= 3 for r in rows)
+    assert min(r["epochs"] for r in rows) < 3, "ASHA stopped no trial early"
+    assert rows[0]["nDCG@10"] == max(r["nDCG@10"] for r in rows)
+
+    with open(run.path("tune/results.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [r["trial"] for r in table] == [r["trial"] for r in rows]
+    assert "| trial | train.lambda_sup | train.lr | nDCG@10 | epochs | status |" in (
+        open(run.path("tune/results.md")).read()
+    )
+    # Teacher scores came from the base: no trial dir holds its own.
+    for r in rows:
+        assert not RunDir.open(run.uri_of(f"tune/trials/{r['trial']}")).exists("scores")
+
+    best = load_config(run.path("tune/best.yaml"))
+    assert best.train.lambda_sup == pytest.approx(rows[0]["train.lambda_sup"])
+    assert best.run_dir == run.uri_of("tune/best_run") and best.tune.dev_set is None
+    # The best config runs: build and train in its fresh run dir.
+    best = best.model_copy(update={"train": best.train.model_copy(update={"epochs": 1})})
+    ran = run_pipeline(best, RunDir.open(best.run_dir), until="train")
+    assert "train" in ran
