@@ -1,0 +1,74 @@
+"""A run's provenance from its manifests: models, input-data hashes, stage configs, package
+versions, wall times and row counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raykd.pipeline import STAGES
+from raykd.run_dir import MANIFESTS, RunDir
+
+MODEL_KEYS = ("model", "dense_model", "tokenizer")
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    fingerprint: str
+    wall_time_s: float | None
+    finished_at: str
+    rows: dict[str, int]
+    config: dict[str, Any]
+    info: dict[str, Any]
+
+
+@dataclass
+class Provenance:
+    stages: list[StageRecord]
+    models: dict[str, str]  # dotted config path -> model reference
+    data_files: dict[str, Any]  # prepare's inputs.files (paths -> hashes)
+    packages: dict[str, dict[str, str]]  # package -> {version: stages that ran with it}
+
+
+def _models(config: dict[str, Any], prefix: str, out: dict[str, str]) -> None:
+    for k, v in config.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            _models(v, f"{path}.", out)
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                if isinstance(item, dict):
+                    _models(item, f"{path}[{i}].", out)
+        elif k in MODEL_KEYS and v:
+            out[path] = str(v)
+
+
+def read_provenance(run: RunDir) -> Provenance:
+    stages, models, data_files = [], {}, {}
+    packages: dict[str, dict[str, str]] = {}
+    for stage in STAGES:
+        rel = f"{MANIFESTS}/{stage.name}.json"
+        if not run.exists(rel):
+            continue
+        m = run.read_json(rel)
+        inputs = m.get("inputs", {})
+        config = inputs.get("config", {})
+        _models(config, "", models)
+        if stage.name == "prepare":
+            data_files = inputs.get("files", {}) or {}
+        for pkg, version in (m.get("packages") or {}).items():
+            seen = packages.setdefault(pkg, {})
+            seen[version] = f"{seen[version]}, {stage.name}" if version in seen else stage.name
+        stages.append(
+            StageRecord(
+                stage=stage.name,
+                fingerprint=str(m.get("fingerprint", ""))[:12],
+                wall_time_s=m.get("wall_time_s"),
+                finished_at=str(m.get("finished_at", "")),
+                rows=m.get("rows") or {},
+                config=config,
+                info=m.get("info") or {},
+            )
+        )
+    return Provenance(stages=stages, models=models, data_files=data_files, packages=packages)
