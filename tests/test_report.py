@@ -87,6 +87,20 @@ def _systems(rr: float, ndcg: float, r100: float) -> dict[str, float]:
     return {"RR@10": rr, "nDCG@10": ndcg, "R@100": r100}
 
 
+def _metrics(systems: dict[str, dict[str, float]]) -> dict:
+    """As the eval stage writes it: systems and measures, plus non-metric fields."""
+    return {
+        "split": "dev",
+        "systems": list(systems),
+        "measures": ["RR@10", "nDCG@10", "R@100"],
+        "n_queries": 20,
+        "n_judged": 12,
+        "wall_time_s": {s: 1.0 for s in systems},
+        "settings": {"depth": 100},
+        **systems,
+    }
+
+
 def _manifest(stage: str, config: dict, rows: dict, **extra) -> dict:
     return {
         "stage": stage,
@@ -107,7 +121,7 @@ def _write_nested_eval(run: RunDir, rel: str, strategy: str, seed: int, ndcg: fl
         "student": {"model": "demo:student"},
     }
     run.write_json(f"{rel}/manifests/train.json", _manifest("train", cfg, {"student": 1}))
-    run.write_json(f"{rel}/metrics.json", {"student": _systems(ndcg - 0.1, ndcg, 0.9)})
+    run.write_json(f"{rel}/metrics.json", _metrics({"student": _systems(ndcg - 0.1, ndcg, 0.9)}))
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +181,7 @@ def test_report_stage_writes_figures_table_and_provenance(synthetic_run):
         assert img[..., :3].std() > 0.05, f"{name} looks blank"
     # Effectiveness: two topk seeds averaged, stratified alone, the three baselines.
     assert "0.4300 ± 0.0283" in html  # nDCG@10 of topk, mean ± sample std of 0.41 and 0.45
+    assert "split dev (12 judged queries)" in html
     assert "0.4700" in html and "0.5500" in html and "0.3500" in html
     for label in ("BM25", "init (student before training)", "teacher (reranking)"):
         assert label in html
@@ -274,7 +289,10 @@ def test_table_groups_seeds_and_splits_configs():
 def test_systems_of_rejects_non_metrics():
     with pytest.raises(InputError, match="metrics.json"):
         systems_of({"note": "x"}, "metrics.json")
-    assert systems_of({"systems": {"bm25": {"RR@10": 1}}}, "m") == {"bm25": {"RR@10": 1.0}}
+    with pytest.raises(InputError, match="'init' has no measures"):
+        systems_of({"systems": ["init"]}, "metrics.json")
+    real = {"systems": ["bm25"], "bm25": {"RR@10": 1}, "wall_time_s": {"bm25": 2.0}}
+    assert systems_of(real, "m") == {"bm25": {"RR@10": 1.0}}
 
 
 def test_find_eval_runs_skips_artifact_folders(synthetic_run):

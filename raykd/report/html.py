@@ -9,7 +9,7 @@ from typing import Any
 
 from raykd.report.figures import FigureFile
 from raykd.report.provenance import Provenance
-from raykd.report.results import TableRow, measure_order
+from raykd.report.results import EvalRun, TableRow, measure_order
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -44,14 +44,21 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def metrics_section(rows: Sequence[TableRow]) -> str:
+def metrics_section(rows: Sequence[TableRow], evals: Sequence[EvalRun]) -> str:
     if not rows:
         return "<p class='muted'>No evaluation found (metrics.json): run the eval stage.</p>"
     measures = measure_order(list(rows))
     body = [[r.label, str(len(r.runs))] + [r.cell(m) for m in measures] for r in rows]
     runs = sorted({run for r in rows for run in r.runs})
+    splits = sorted({(e.split, e.n_judged) for e in evals}, key=str)
+    where = "; ".join(
+        f"split {split or '?'}" + (f" ({n:,} judged queries)" if n else "") for split, n in splits
+    )
     return (
-        _table(["system", "runs"] + measures, body, num_from=1, row_classes=[r.kind for r in rows])
+        f"<p>Evaluated on {escape(where)}.</p>"
+        + _table(
+            ["system", "runs"] + measures, body, num_from=1, row_classes=[r.kind for r in rows]
+        )
         + "<p class='muted'>Mean ± sample standard deviation over the runs of a row (seeds); "
         "students are grouped by strategy and seedless config. Evaluations read: "
         + ", ".join(f"<code>{escape(r)}</code>" for r in runs)
@@ -116,6 +123,7 @@ def render(
     run_uri: str,
     figures: Sequence[FigureFile],
     rows: Sequence[TableRow],
+    evals: Sequence[EvalRun],
     prov: Provenance,
     notes: Sequence[str] = (),
 ) -> str:
@@ -132,7 +140,7 @@ def render(
 <p>Run: <code>{escape(run_uri)}</code></p>
 {note_html}
 <h2>Effectiveness</h2>
-{metrics_section(rows)}
+{metrics_section(rows, evals)}
 <h2>Teacher scores</h2>
 {figs}
 <h2>Provenance</h2>

@@ -86,7 +86,12 @@ def write_report(run: RunDir, dest: Path, *, default_epochs: int = 1) -> dict[st
     if not trains:
         notes.append("No train/<strategy>/ folder found: the figures show the scored pool only.")
     html = render(
-        run_uri=run.uri, figures=figures, rows=rows, prov=read_provenance(run), notes=notes
+        run_uri=run.uri,
+        figures=figures,
+        rows=rows,
+        evals=evals,
+        prov=read_provenance(run),
+        notes=notes,
     )
     (dest / "index.html").write_text(html, encoding="utf-8")
     log.info(

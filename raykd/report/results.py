@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from raykd.errors import InputError
+from raykd.evaluation.table import systems_of as eval_systems
 from raykd.run_dir import MANIFESTS, RunDir
 
 # Folders of a run dir that hold artifacts, never nested runs.
@@ -57,6 +58,8 @@ class EvalRun:
     strategy: str | None  # of the student, from the run's train manifest
     config: dict[str, Any]  # the student's build/train config, seeds removed
     seeds: dict[str, Any] = field(default_factory=dict)
+    split: str = ""  # the eval split and its judged queries, as metrics.json records them
+    n_judged: int | None = None
 
 
 @dataclass
@@ -76,19 +79,16 @@ class TableRow:
 
 
 def systems_of(metrics: Any, path: str) -> dict[str, dict[str, float]]:
-    """system -> {measure: value} from a metrics.json (its ``systems`` mapping, or the top
-    level)."""
-    node = metrics.get("systems", metrics) if isinstance(metrics, dict) else None
-    if not isinstance(node, dict):
-        raise InputError(path, "expected a mapping of systems to their measures")
+    """system -> {measure: value} of a metrics.json (its ``systems`` row order when given)."""
+    if not isinstance(metrics, dict):
+        raise InputError(path, "expected a JSON object")
     out: dict[str, dict[str, float]] = {}
-    for system, vals in node.items():
+    for system in eval_systems(metrics):
+        vals = metrics.get(system)
         if not isinstance(vals, dict):
-            continue
-        nums = {m: float(v) for m, v in vals.items() if isinstance(v, int | float)}
-        if nums:
-            out[system] = nums
-    if not out:
+            raise InputError(path, f"system {system!r} has no measures")
+        out[system] = {m: float(v) for m, v in vals.items() if isinstance(v, int | float)}
+    if not any(out.values()):
         raise InputError(path, "no system with numeric measures")
     return out
 
@@ -109,7 +109,8 @@ def read_eval_run(run: RunDir, rel: str) -> EvalRun:
     def join(path: str) -> str:
         return _join(rel, path)
 
-    metrics = systems_of(run.read_json(join("metrics.json")), run.uri_of(join("metrics.json")))
+    raw = run.read_json(join("metrics.json"))
+    metrics = systems_of(raw, run.uri_of(join("metrics.json")))
     strategy, config, seeds = None, {}, {}
     for stage in ("train", "build"):
         path = join(f"{MANIFESTS}/{stage}.json")
@@ -122,7 +123,15 @@ def read_eval_run(run: RunDir, rel: str) -> EvalRun:
     if run.exists(eval_manifest):
         ecfg = run.read_json(eval_manifest).get("inputs", {}).get("config", {})
         config = {**config, "eval": _strip_seeds(ecfg.get("eval", {}), seeds, "eval.")}
-    return EvalRun(rel=rel, metrics=metrics, strategy=strategy, config=config, seeds=seeds)
+    return EvalRun(
+        rel=rel,
+        metrics=metrics,
+        strategy=strategy,
+        config=config,
+        seeds=seeds,
+        split=str(raw.get("split", "")),
+        n_judged=raw.get("n_judged"),
+    )
 
 
 def _join(rel: str, path: str) -> str:
