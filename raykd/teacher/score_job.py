@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def actor_fault_tolerance() -> dict[str, Any]:
     """Scoring actors come back after a crash and their in-flight batches are retried.
 
-    (Ray Data's defaults today; stated so a change of default cannot silently drop rows.)
+    (Ray Data's defaults in 2.60; stated so a change of default cannot silently drop rows. Passed
+    as ``ray_remote_args_fn`` because 2.60 has no named parameter for them.)
     """
     return {"max_restarts": -1, "max_task_retries": -1}
 

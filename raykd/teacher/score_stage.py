@@ -58,7 +58,7 @@ def split_examples(run: RunDir, partial: str, n_shards: int) -> None:
 
     final = f"{partial}/input"
     tmp = f"{partial}/input-{uuid.uuid4().hex[:8]}"
-    ray.data.read_parquet(run.uri_of("examples"), columns=EXAMPLE_COLUMNS).map_batches(
+    ray.data.read_parquet(run.uri_of("examples")).select_columns(EXAMPLE_COLUMNS).map_batches(
         add_shard, fn_kwargs={"n_shards": n_shards}, batch_size=4096
     ).write_parquet(run.uri_of(tmp), partition_cols=["shard"])
     run.commit(tmp, final)
