@@ -220,7 +220,13 @@ class EvalSection(Section):
         "student",
         "teacher_rerank",
     ]
-    rerank_depth: int = 100
+    rerank_depth: int = Field(100, ge=1, description="BM25 top-k the teacher reranks.")
+    query_max_length: int | None = Field(
+        None, ge=1, description="Query tokens at eval; None: student.max_query_length."
+    )
+    passage_max_length: int | None = Field(
+        None, ge=1, description="Passage tokens at eval; None: student.max_passage_length."
+    )
     batch_size: int = 256
     use_gpu: bool = False
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -1,0 +1,228 @@
+"""The ``eval`` stage: each system in ``eval.systems`` on the eval split -> ``runs/``, metrics.json.
+
+Systems:
+
+- ``bm25``: BM25 over the corpus (``mining.bm25_*``), to ``eval.depth``;
+- ``init``: the student's initial checkpoint (``student.model``) zero-shot, dense retrieval;
+- ``student``: the trained student (``student/``, committed by ``train``), dense retrieval;
+- ``teacher_rerank``: the teacher reranking BM25's top ``eval.rerank_depth``.
+
+Each writes ``runs/<system>.trec``; ``metrics.json`` holds ``{system: {measure: value}}`` plus
+``split``, ``systems`` (row order), ``measures``, query counts, timings and the settings used.
+Corpus embeddings live in the stage's staging folder and are dropped after each system's search.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import pyarrow.dataset as pads
+
+from raykd.errors import StageError
+from raykd.evaluation.metrics import evaluate
+from raykd.evaluation.rerank import fetch_passages, rerank_teacher, run_pids, truncate_run
+from raykd.evaluation.trec import Qrels, Run, write_run
+from raykd.pipeline import StageContext, StageResult
+from raykd.retrieval.dense_search import DenseModel, dense_retrieve
+from raykd.run_dir import RunDir
+
+log = logging.getLogger("raykd")
+
+_QUERY_CHUNK = 1024
+
+
+def read_queries(run: RunDir, split: str) -> dict[str, str]:
+    t = pads.dataset(run.path(f"queries/{split}"), filesystem=run.fs, format="parquet").to_table(
+        ["qid", "text"]
+    )
+    return dict(zip(t.column("qid").to_pylist(), t.column("text").to_pylist(), strict=True))
+
+
+def read_qrels(run: RunDir, split: str) -> Qrels:
+    t = pads.dataset(run.path(f"qrels/{split}"), filesystem=run.fs, format="parquet").to_table(
+        ["qid", "pid", "rel"]
+    )
+    qrels: Qrels = {}
+    for q, p, r in zip(*(t.column(c).to_pylist() for c in ("qid", "pid", "rel")), strict=True):
+        qrels.setdefault(q, {})[p] = int(r)
+    return qrels
+
+
+def bm25_run(ctx: StageContext, queries: dict[str, str], depth: int) -> Run:
+    from raykd.mining.bm25 import BM25Retriever
+
+    m = ctx.cfg.mining
+    retriever = BM25Retriever.from_corpus(
+        ctx.run.path("corpus"), ctx.run.fs, k1=m.bm25_k1, b=m.bm25_b, stopwords=m.bm25_stopwords
+    )
+    qids, texts = list(queries), list(queries.values())
+    run: Run = {}
+    start = time.perf_counter()
+    for i in range(0, len(qids), _QUERY_CHUNK):
+        chunk = qids[i : i + _QUERY_CHUNK]
+        pids, scores = retriever.retrieve(texts[i : i + _QUERY_CHUNK], depth)
+        for qid, row_pids, row_scores in zip(chunk, pids, scores, strict=True):
+            run[qid] = dict(zip(row_pids, row_scores.tolist(), strict=True))
+        done = min(i + _QUERY_CHUNK, len(qids))
+        log.info("bm25: %d/%d queries (%.0f q/s)", done, len(qids), done / _since(start))
+    return run
+
+
+def _since(start: float) -> float:
+    return max(time.perf_counter() - start, 1e-9)
+
+
+def dense_model(ctx: StageContext, system: str) -> DenseModel:
+    """The bi-encoder a dense system evaluates, with the eval lengths."""
+    cfg, st = ctx.cfg, ctx.cfg.student
+    lengths = {
+        "query_max_length": cfg.eval.query_max_length or st.max_query_length,
+        "passage_max_length": cfg.eval.passage_max_length or st.max_passage_length,
+    }
+    if system == "init":
+        return DenseModel(st.model, st.pooling, st.normalize, **lengths)
+    from raykd.student.model import query_tower_dir
+
+    path = ctx.run.path("student")
+    return DenseModel(path, st.pooling, st.normalize, **lengths, query_model=query_tower_dir(path))
+
+
+def check_inputs(ctx: StageContext, systems: list[str]) -> None:
+    """Fail before any work when a system's inputs are absent."""
+    cfg = ctx.cfg
+    if not systems:
+        raise StageError("eval.systems is empty: nothing to evaluate")
+    if "init" in systems and not cfg.student.model:
+        raise StageError("eval.systems has 'init' but student.model is not set")
+    if "student" in systems:
+        if not ctx.run.exists("student"):
+            raise StageError(
+                f"eval.systems has 'student' but {ctx.run.uri_of('student')} does not exist: "
+                "run the train stage first, or evaluate without it "
+                "(--set 'eval.systems=[bm25,init]')"
+            )
+        if not ctx.run.is_local:
+            raise StageError("evaluating the trained student needs a local run directory")
+    if "teacher_rerank" in systems:
+        if cfg.teacher.kind in ("cross_encoder", "bi_encoder") and not (
+            cfg.teacher.model or cfg.teacher.train is not None
+        ):
+            raise StageError("eval.systems has 'teacher_rerank' but teacher.model is not set")
+
+
+def _write_run(ctx: StageContext, rel: str, run: Run, tag: str) -> None:
+    if ctx.run.is_local:
+        write_run(ctx.staging.local_path(rel), run, tag)
+        return
+    fd, tmp = tempfile.mkstemp(suffix=".trec")
+    os.close(fd)
+    try:
+        write_run(tmp, run, tag)
+        ctx.run.fs.create_dir(ctx.staging.path("runs"), recursive=True)
+        with open(tmp, "rb") as src, ctx.run.fs.open_output_stream(ctx.staging.path(rel)) as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    finally:
+        os.unlink(tmp)
+
+
+def run_eval(ctx: StageContext) -> StageResult:
+    cfg, ev = ctx.cfg, ctx.cfg.eval
+    split = cfg.data.splits.eval
+    systems = list(dict.fromkeys(ev.systems))
+    check_inputs(ctx, systems)
+    queries = read_queries(ctx.run, split)
+    qrels = read_qrels(ctx.run, split)
+    n_judged = sum(any(r >= ev.rel_threshold for r in d.values()) for d in qrels.values())
+    log.info(
+        "eval on %s: %d queries, %d judged; systems %s", split, len(queries), n_judged, systems
+    )
+
+    bm25_full: Run | None = None
+    if "bm25" in systems or "teacher_rerank" in systems:
+        bm25_full = bm25_run(ctx, queries, max(ev.depth, ev.rerank_depth))
+
+    metrics: dict[str, Any] = {}
+    wall: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for system in systems:
+        start = time.perf_counter()
+        if system == "bm25":
+            assert bm25_full is not None
+            run = truncate_run(bm25_full, ev.depth) if ev.rerank_depth > ev.depth else bm25_full
+        elif system in ("init", "student"):
+            emb = f"embeddings/{system}"
+            run = dense_retrieve(
+                ctx.run.uri_of("corpus"),
+                ctx.staging.uri(emb),
+                list(queries),
+                list(queries.values()),
+                dense_model(ctx, system),
+                depth=ev.depth,
+                spec=ev.index,
+                batch_size=ev.batch_size,
+                use_gpu=ev.use_gpu,
+                dtype=ev.dtype,
+                min_actors=ev.min_actors,
+                max_actors=ev.max_actors,
+            )
+            ctx.run.delete(f"{ctx.staging.rel}/{emb}")
+        else:  # teacher_rerank
+            assert bm25_full is not None
+            first = truncate_run(bm25_full, ev.rerank_depth)
+            passages = fetch_passages(ctx.run, run_pids(first), "bm25 run")
+            run = rerank_teacher(first, queries, passages, cfg, ctx.run, source="bm25 run")
+        _write_run(ctx, f"runs/{system}.trec", run, system)
+        metrics[system] = evaluate(qrels, run, ev.measures, ev.rel_threshold)
+        wall[system] = round(time.perf_counter() - start, 3)
+        rows[f"runs/{system}.trec"] = sum(len(d) for d in run.values())
+        log.info("eval %s (%.1f s): %s", system, wall[system], _fmt(metrics[system]))
+
+    result = {
+        "split": split,
+        "systems": systems,
+        "measures": list(metrics[systems[0]]),
+        "rel_threshold": ev.rel_threshold,
+        "n_queries": len(queries),
+        "n_judged": n_judged,
+        "wall_time_s": wall,
+        "settings": settings(ctx),
+        **metrics,
+    }
+    ctx.run.write_json(f"{ctx.staging.rel}/metrics.json", result)
+    from raykd.evaluation.table import format_table
+
+    log.info("eval results:\n%s", format_table(result))
+    return StageResult(rows=rows, info={"metrics": metrics, "wall_time_s": wall})
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+
+
+def settings(ctx: StageContext) -> dict[str, Any]:
+    cfg, ev, st = ctx.cfg, ctx.cfg.eval, ctx.cfg.student
+    out: dict[str, Any] = {
+        "depth": ev.depth,
+        "index": ev.index.model_dump(mode="json"),
+        "query_max_length": ev.query_max_length or st.max_query_length,
+        "passage_max_length": ev.passage_max_length or st.max_passage_length,
+        "student": {"model": st.model, "pooling": st.pooling, "normalize": st.normalize},
+        "bm25": {
+            "k1": cfg.mining.bm25_k1,
+            "b": cfg.mining.bm25_b,
+            "stopwords": cfg.mining.bm25_stopwords,
+        },
+    }
+    if "teacher_rerank" in ev.systems:
+        out["rerank_depth"] = ev.rerank_depth
+        out["teacher"] = {
+            "kind": cfg.teacher.kind,
+            "model": cfg.teacher.model,
+            "trained": cfg.teacher.train is not None,
+        }
+    return out

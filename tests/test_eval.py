@@ -1,0 +1,214 @@
+"""Eval: dense search vs brute force, rerank vs dense scores, the eval stage end to end."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raykd.errors import InputError, StageError
+from raykd.evaluation.metrics import evaluate
+from raykd.evaluation.rerank import fetch_passages, rerank_dense, run_pids, truncate_run
+from raykd.evaluation.table import format_table
+from raykd.evaluation.trec import read_run
+from raykd.retrieval.dense_search import DenseModel, dense_retrieve, search_embeddings
+from raykd.retrieval.index import IndexSpec
+
+DIM = 8
+
+
+def _write_shards(root, vecs, pids, sizes):
+    start = 0
+    for i, n in enumerate(sizes):
+        part = vecs[start : start + n]
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), DIM)
+        pq.write_table(
+            pa.table({"pid": pids[start : start + n], "embedding": emb}),
+            root / f"part-{i:03d}.parquet",
+        )
+        start += n
+
+
+@pytest.mark.parametrize("depth", [5, 100])
+def test_dense_search_equals_brute_force(tmp_path, depth):
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((37, DIM)).astype(np.float32)
+    pids = [f"d{i}" for i in range(37)]
+    _write_shards(tmp_path, vecs, pids, [10, 0, 20, 7])
+    queries = rng.standard_normal((6, DIM)).astype(np.float32)
+    qids = [f"q{i}" for i in range(6)]
+
+    run = search_embeddings(str(tmp_path), qids, queries, depth, IndexSpec())
+
+    sims = queries @ vecs.T
+    k = min(depth, len(pids))
+    for i, qid in enumerate(qids):
+        top = np.argsort(-sims[i], kind="stable")[:k]
+        ranked = sorted(run[qid].items(), key=lambda kv: -kv[1])
+        assert [p for p, _ in ranked] == [pids[j] for j in top]
+        np.testing.assert_allclose([s for _, s in ranked], sims[i, top], rtol=1e-5, atol=1e-6)
+
+
+def test_truncate_run_keeps_top_by_score_then_docno():
+    run = {"q": {"a": 1.0, "b": 3.0, "c": 1.0, "d": 2.0}}
+    assert truncate_run(run, 3) == {"q": {"b": 3.0, "d": 2.0, "a": 1.0}}
+    with pytest.raises(ValueError):
+        truncate_run(run, 0)
+
+
+def test_format_table_rows_and_columns():
+    text = format_table(
+        {
+            "split": "dev",
+            "n_judged": 2,
+            "systems": ["bm25", "init"],
+            "measures": ["RR@10", "nDCG@10"],
+            "bm25": {"RR@10": 0.5, "nDCG@10": 0.25},
+            "init": {"RR@10": 1.0, "nDCG@10": 0.125},
+            "settings": {"depth": 1000},
+        }
+    )
+    lines = text.splitlines()
+    assert lines[0] == "split dev (2 judged queries)"
+    assert lines[1].split() == ["system", "RR@10", "nDCG@10"]
+    assert lines[3].split() == ["bm25", "0.5000", "0.2500"]
+    assert lines[4].split() == ["init", "1.0000", "0.1250"]
+
+
+def _student(cfg):
+    st = cfg.student
+    return DenseModel(st.model, st.pooling, st.normalize, st.max_query_length, 64)
+
+
+def test_rerank_by_student_equals_dense_scores(ray_session, demo_config, prepared_run, tmp_path):
+    from raykd.evaluation.eval_stage import read_queries
+
+    queries = dict(list(read_queries(prepared_run, "dev").items())[:8])
+    model = _student(demo_config)
+    dense = dense_retrieve(
+        prepared_run.uri_of("corpus"),
+        str(tmp_path / "emb"),
+        list(queries),
+        list(queries.values()),
+        model,
+        depth=15,
+        batch_size=64,
+    )
+    passages = fetch_passages(prepared_run, run_pids(dense), "dense run")
+    # Shuffle the first-stage scores: the rerank must not depend on them.
+    first = {q: {p: float(i) for i, p in enumerate(reversed(list(d)))} for q, d in dense.items()}
+    reranked = rerank_dense(first, queries, passages, model, batch_size=16)
+    assert reranked.keys() == dense.keys()
+    for qid in dense:
+        assert reranked[qid].keys() == dense[qid].keys()
+        pids = list(dense[qid])
+        np.testing.assert_allclose(
+            [reranked[qid][p] for p in pids], [dense[qid][p] for p in pids], atol=1e-5
+        )
+
+
+def test_fetch_passages_rejects_unknown_pid(prepared_run):
+    with pytest.raises(InputError, match="not in the corpus"):
+        fetch_passages(prepared_run, ["no-such-pid"], "first.trec")
+
+
+def _eval_config(demo_config, tmp_path, **eval_fields):
+    from raykd.config import validate
+
+    raw = demo_config.model_dump(mode="json")
+    raw["run_dir"] = str(tmp_path / "run")
+    raw["eval"].update({"depth": 50, "rerank_depth": 10, "batch_size": 64, **eval_fields})
+    raw["student"]["max_passage_length"] = 64
+    return validate(raw, "test")
+
+
+def _prepare(cfg):
+    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.run_dir import RunDir
+
+    run = RunDir.open(cfg.run_dir)
+    run_stage(stage_by_name("prepare"), cfg, run)
+    return run
+
+
+def test_eval_stage_all_systems(ray_session, demo_config, demo_collection, tmp_path, capsys):
+    from raykd.evaluation.eval_stage import read_qrels
+    from raykd.pipeline import run_stage, stage_by_name
+
+    cfg = _eval_config(demo_config, tmp_path)
+    run = _prepare(cfg)
+    # Stand-in for a trained student: a copy of the initial checkpoint, committed as train would.
+    shutil.copytree(demo_collection.student_dir, run.path("student"))
+    run.write_json("manifests/train.json", {"stage": "train", "fingerprint": "stand-in"})
+
+    assert run_stage(stage_by_name("eval"), cfg, run)
+
+    metrics = run.read_json("metrics.json")
+    systems = ["bm25", "init", "student", "teacher_rerank"]
+    assert metrics["systems"] == systems
+    assert metrics["split"] == "dev"
+    assert metrics["n_queries"] == metrics["n_judged"] == 40
+    assert metrics["measures"] == ["RR@10", "nDCG@10", "R@50", "R@100", "R@1000"]
+    qrels = read_qrels(run, "dev")
+    for system in systems:
+        trec = read_run(run.path(f"runs/{system}.trec"))
+        assert len(trec) == 40
+        depth = 10 if system == "teacher_rerank" else 50
+        assert all(len(d) == depth for d in trec.values())
+        recomputed = evaluate(qrels, trec, metrics["measures"], 1)
+        assert recomputed == pytest.approx(metrics[system], abs=1e-12)
+        assert 0.0 <= metrics[system]["RR@10"] <= 1.0
+    # The stand-in student is the initial checkpoint: identical runs.
+    assert read_run(run.path("runs/student.trec")) == read_run(run.path("runs/init.trec"))
+    # The reranked run holds exactly BM25's top 10 per query.
+    bm25 = read_run(run.path("runs/bm25.trec"))
+    reranked = read_run(run.path("runs/teacher_rerank.trec"))
+    assert {q: set(d) for q, d in reranked.items()} == {
+        q: set(d) for q, d in truncate_run(bm25, 10).items()
+    }
+    # Corpus embeddings stayed in staging, which is gone.
+    assert not list((tmp_path / "run" / ".staging").glob("eval-*"))
+    assert not (tmp_path / "run" / "embeddings").exists()
+
+    table = format_table(metrics)
+    for system in systems:
+        assert system in table
+    # The CLI prints the same table after `raykd run`.
+    from raykd.cli import _print_summary
+
+    _print_summary(run)
+    assert capsys.readouterr().out.strip() == table
+
+
+def test_eval_without_student_needs_no_train_stage(ray_session, demo_config, tmp_path):
+    from raykd.pipeline import fingerprint, run_stage, stage_by_name
+
+    cfg = _eval_config(demo_config, tmp_path, systems=["bm25", "init"])
+    run = _prepare(cfg)
+    assert run_stage(stage_by_name("eval"), cfg, run)
+    metrics = run.read_json("metrics.json")
+    assert metrics["systems"] == ["bm25", "init"]
+    assert sorted(p.name for p in (tmp_path / "run" / "runs").iterdir()) == [
+        "bm25.trec",
+        "init.trec",
+    ]
+    # Evaluating the student does need train.
+    with_student = cfg.model_copy(
+        update={"eval": cfg.eval.model_copy(update={"systems": ["student"]})}
+    )
+    with pytest.raises(RuntimeError, match="needs 'train'"):
+        fingerprint(stage_by_name("eval"), with_student, run)
+
+
+def test_eval_student_without_student_dir_is_an_error(ray_session, demo_config, tmp_path):
+    from raykd.pipeline import run_stage, stage_by_name
+
+    cfg = _eval_config(demo_config, tmp_path, systems=["bm25", "student"])
+    run = _prepare(cfg)
+    run.write_json("manifests/train.json", {"stage": "train", "fingerprint": "stand-in"})
+    with pytest.raises(StageError, match="run the train stage first"):
+        run_stage(stage_by_name("eval"), cfg, run)
+    assert not run.exists("metrics.json")
