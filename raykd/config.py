@@ -97,6 +97,12 @@ class TeacherTrainSection(Section):
     num_workers: int = 1
     use_gpu: bool = False
     zero_stage: int = Field(0, ge=0, le=3)
+    weight_decay: float = 0.01
+    grad_clip: float = Field(1.0, ge=0)
+    cpus_per_worker: float = Field(0.5, gt=0)
+    report_every: int = Field(10, ge=1)
+    max_failures: int = 1
+    num_to_keep: int = Field(1, ge=1)
     seed: int = 0
 
 
@@ -145,9 +151,14 @@ class AugmentSection(Section):
         [0.15, 0.25, 0.35, 0.45, 0.55], description="One masked positive per ratio; []: none."
     )
     tokenizer: str | None = Field(
-        None, description="Tokenizer for [SEP]/[MASK] (default: the teacher's, else BERT's)."
+        None,
+        description="Tokenizer for [SEP]/[MASK] (default: the teacher's, else the first neural "
+        "ensemble member's, else literal [SEP]/[MASK] on whitespace words).",
     )
     seed: int = 0
+    batch_size: int = Field(1024, ge=1, description="Examples per Ray Data actor call.")
+    min_actors: int = Field(1, ge=1, description="Text-attaching (tokenising) actors, min.")
+    max_actors: int = Field(1, ge=1, description="Text-attaching (tokenising) actors, max.")
 
     @field_validator("mask_ratios")
     @classmethod
@@ -205,7 +216,14 @@ class TrainSection(Section):
     report_every: int = 10
     max_failures: int = 1
     num_to_keep: int = 2
-    checkpoint_every_steps: int | None = None
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N optimizer steps (default: per epoch)."
+    )
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping; 0: off.")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per train worker, e.g. {on_demand: 1} (cluster.yaml).",
+    )
     seed: int = 0
 
 
@@ -241,8 +259,19 @@ class TuneSection(Section):
     max_concurrent_trials: int | None = None
     grace_period: int = 1
     reduction_factor: int = 2
-    search: Literal["auto", "optuna", "random"] = "auto"
+    search: Literal["auto", "optuna", "random"] = Field(
+        "auto", description="auto: Optuna when installed and the space has no grid, else random."
+    )
     seed: int = 0
+    dev_queries: int = Field(
+        100, ge=1, description="Eval-split queries in the per-epoch dev rerank set of a sweep."
+    )
+    dev_depth: int = Field(50, ge=1, description="BM25 candidates reranked per dev query.")
+    dev_set: str | None = Field(
+        None,
+        description="Dev rerank set (JSON URI; the sweep sets it per trial): when set, the "
+        "train loop reports tune.metric on it after every epoch.",
+    )
 
 
 class JobConfig(Section):

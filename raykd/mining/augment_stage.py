@@ -1,0 +1,235 @@
+"""The ``augment`` stage: everything the teacher scores per training query -> ``examples/``.
+
+Per training query (schema EXAMPLES; texts follow ``raykd.mining.dark_examples``):
+``pos`` per positive, ``neg`` per pool negative, ``rein`` per positive x top-``n_rein`` pool
+negatives (pool rank, then source order), ``mask`` per positive x ``mask_ratios``.
+
+The driver plans the rows (ids only: bounded by queries x pool size). Ray Data reads the corpus
+in one streaming pass keeping only the needed pids, then actors attach the texts and tokenise
+for masking. The ordered output (qid, pos<neg<rein<mask, eid) is written with a fixed layout
+(rows per row group and per file), so two runs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from raykd.config import JobConfig
+from raykd.data.schemas import EXAMPLES
+from raykd.errors import InputError, StageError
+from raykd.mining import dark_examples as dx
+from raykd.mining.stage import read_table, train_positives, train_queries
+from raykd.pipeline import StageContext, StageResult
+from raykd.ray_errors import unwrap_ray_error
+
+log = logging.getLogger("raykd")
+
+ROWS_PER_GROUP = 1 << 16
+ROWS_PER_FILE = 1 << 20
+_SPEC = pa.schema([f for f in EXAMPLES if f.name != "text"])
+
+
+def plan_examples(
+    qids: list[str],
+    positives: dict[str, dict[str, int]],
+    pool: pa.Table,
+    sources: list[str],
+    n_rein: int,
+    mask_ratios: list[float],
+) -> tuple[pa.Table, list[str]]:
+    """The example rows without texts, in output order, and the queries with an empty pool."""
+    prio = {s: i for i, s in enumerate(sources)}
+    negs: dict[str, list[tuple[int, int, str]]] = {}
+    cols = (pool.column(c).to_pylist() for c in ("qid", "pid", "rank", "source"))
+    for q, p, r, s in zip(*cols, strict=True):
+        negs.setdefault(q, []).append((r, prio.get(s, len(prio)), p))
+    rows: list[tuple] = []
+    empty = []
+    for qid in sorted(qids):
+        pos = sorted(positives[qid])
+        ranked = [p for _, _, p in sorted(negs.get(qid, []))]
+        if not ranked:
+            empty.append(qid)
+        per_kind = {
+            "pos": [(dx.eid_pos(qid, p), p, None, None) for p in pos],
+            "neg": [(dx.eid_neg(qid, p), p, None, None) for p in ranked],
+            "rein": [(dx.eid_rein(qid, p, n), p, n, None) for p in pos for n in ranked[:n_rein]],
+            "mask": [(dx.eid_mask(qid, p, r), p, None, r) for p in pos for r in mask_ratios],
+        }
+        for kind in dx.KINDS:
+            for eid, pid, pid2, ratio in sorted(per_kind[kind]):
+                rows.append((qid, eid, kind, pid, pid2, ratio))
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * len(_SPEC)
+    return pa.table(columns, schema=_SPEC), empty
+
+
+def _select_passages(batch: pa.Table, wanted: pa.Array) -> pa.Table:
+    keep = batch.filter(pc.is_in(batch.column("pid"), value_set=wanted))
+    return pa.table({"pid": keep.column("pid"), "ptext": dx.passage_texts(keep)})
+
+
+class _AttachTexts:
+    """Ray Data callable class: example rows in, rows with their scored text out."""
+
+    def __init__(self, text_refs: list, tokenizer: str | None, seed: int) -> None:
+        tables = ray.get(text_refs)
+        self.text: dict[str, str] = {}
+        for t in tables:
+            self.text.update(
+                zip(t.column("pid").to_pylist(), t.column("ptext").to_pylist(), strict=True)
+            )
+        self.tokenizer = dx.load_tokenizer(tokenizer)
+        self.sep = dx.sep_token(self.tokenizer)
+        self.seed = seed
+
+    def _one(self, qid: str, kind: str, pid: str, pid2: str | None, ratio: float | None) -> str:
+        if kind in ("pos", "neg"):
+            return self.text[pid]
+        if kind == "rein":
+            return dx.rein_text(self.text[pid], self.text[pid2], self.sep)
+        rng = dx.mask_rng(self.seed, qid, pid, ratio)
+        return dx.mask_text(self.text[pid], ratio, rng, self.tokenizer)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        cols = (batch.column(c).to_pylist() for c in ("qid", "kind", "pid", "pid2", "mask_ratio"))
+        texts = [self._one(*row) for row in zip(*cols, strict=True)]
+        return batch.append_column("text", pa.array(texts, pa.string()))
+
+
+class FixedLayoutWriter:
+    """Parquet files of exactly ``rows_per_file`` rows in row groups of ``rows_per_group``.
+
+    The layout depends only on the row sequence, never on how the stream was batched.
+    """
+
+    def __init__(
+        self, run_fs, folder: str, schema: pa.Schema, rows_per_group: int, rows_per_file: int
+    ) -> None:
+        self.fs, self.folder, self.schema = run_fs, folder, schema
+        self.rows_per_group, self.rows_per_file = rows_per_group, rows_per_file
+        self.pending: list[pa.Table] = []
+        self.n_pending = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.in_file = 0
+        self.files = 0
+        self.rows = 0
+        self.fs.create_dir(folder, recursive=True)
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table.select(self.schema.names).cast(self.schema))
+        self.n_pending += table.num_rows
+        while self.n_pending >= self.rows_per_group:
+            self._flush(self.rows_per_group)
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self.pending)
+        if self.writer is None:
+            path = f"{self.folder}/part-{self.files:05d}.parquet"
+            self.writer = pq.ParquetWriter(path, self.schema, filesystem=self.fs)
+        take = min(n, self.rows_per_file - self.in_file)
+        self.writer.write_table(table.slice(0, take), row_group_size=take)
+        self.in_file += take
+        self.rows += take
+        rest = table.slice(take)
+        self.pending, self.n_pending = [rest], rest.num_rows
+        if self.in_file == self.rows_per_file:
+            self.writer.close()
+            self.writer, self.in_file = None, 0
+            self.files += 1
+
+    def close(self) -> int:
+        while self.n_pending:
+            self._flush(min(self.n_pending, self.rows_per_group))
+        if self.writer is not None:
+            self.writer.close()
+        elif self.rows == 0:  # an empty output is still a valid, readable folder
+            pq.write_table(
+                self.schema.empty_table(), f"{self.folder}/part-00000.parquet", filesystem=self.fs
+            )
+        return self.rows
+
+
+def _sorted_stream(ds: ray.data.Dataset, batch_size: int) -> Iterator[pa.Table]:
+    """Iterate ``ds`` in its input order (Ray Data may reorder blocks otherwise)."""
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    try:
+        yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")
+    finally:
+        ctx.execution_options.preserve_order = before
+
+
+def _tokenizer_ref(cfg: JobConfig) -> str | None:
+    t = cfg.teacher
+    return dx.tokenizer_ref(cfg.augment.tokenizer, t.kind, t.model, t.members)
+
+
+def run_augment(ctx: StageContext) -> StageResult:
+    cfg, a = ctx.cfg, ctx.cfg.augment
+    split = cfg.data.splits.train
+    qids, _ = train_queries(ctx.run, split)
+    positives = train_positives(ctx.run, split)
+    for qid in qids:
+        if qid not in positives:
+            raise InputError(
+                ctx.run.path(f"qrels/{split}"), f"training query {qid!r} has no positive"
+            )
+    pool = read_table(ctx.run, "pool", ["qid", "pid", "rank", "source"])
+    plan, empty = plan_examples(qids, positives, pool, cfg.mining.sources, a.n_rein, a.mask_ratios)
+    if empty:
+        log.warning(
+            "augment: %d training queries have no pool negative (e.g. %s)", len(empty), empty[0]
+        )
+    wanted = pc.unique(plan.column("pid").combine_chunks())
+    tok = _tokenizer_ref(cfg)
+    start = time.perf_counter()
+    with unwrap_ray_error():
+        texts = (
+            ray.data.read_parquet(ctx.run.uri_of("corpus"))
+            .select_columns(["pid", "title", "text"])
+            .map_batches(_select_passages, fn_kwargs={"wanted": wanted}, batch_format="pyarrow")
+            .materialize()
+        )
+        found = texts.count()
+        if found != len(wanted):
+            raise StageError(f"augment: {len(wanted) - found} needed pids are not in the corpus")
+        refs = texts.to_arrow_refs()
+        log.info("augment: gathered %d passage texts in %.1f s", found, time.perf_counter() - start)
+        examples = ray.data.from_arrow(plan).map_batches(
+            _AttachTexts,
+            fn_constructor_kwargs={"text_refs": refs, "tokenizer": tok, "seed": a.seed},
+            batch_size=a.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=a.min_actors, max_size=a.max_actors),
+        )
+        writer = FixedLayoutWriter(
+            ctx.run.fs, ctx.staging.path("examples"), EXAMPLES, ROWS_PER_GROUP, ROWS_PER_FILE
+        )
+        for batch in _sorted_stream(examples, a.batch_size):
+            writer.write(batch)
+        n = writer.close()
+    if n != plan.num_rows:
+        raise StageError(f"augment: wrote {n} examples, planned {plan.num_rows}")
+    wall = time.perf_counter() - start
+    log.info("augment: %d examples in %.1f s (%.0f/s)", n, wall, n / max(wall, 1e-9))
+    kinds = plan.group_by("kind").aggregate([("eid", "count")])
+    info = {
+        "tokenizer": tok,
+        "queries": len(qids),
+        "empty_pools": len(empty),
+        **{
+            f"n_{k}": c
+            for k, c in zip(
+                kinds.column("kind").to_pylist(), kinds.column("eid_count").to_pylist(), strict=True
+            )
+        },
+    }
+    return StageResult(rows={"examples": n}, info=info)

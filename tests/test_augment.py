@@ -1,0 +1,190 @@
+"""augment: ADAM dark examples per training query, their texts, ids and byte-identical output."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from transformers import AutoTokenizer
+
+from raykd.config import validate
+from raykd.data.schemas import EXAMPLES
+from raykd.errors import InputError
+from raykd.mining import dark_examples as dx
+from raykd.mining.stage import train_positives, train_queries
+from raykd.pipeline import run_stage, stage_by_name
+from raykd.run_dir import RunDir
+
+AUGMENT = stage_by_name("augment")
+
+
+def _config(demo_config, run_dir, **augment):
+    raw = demo_config.model_dump(mode="json")
+    raw["run_dir"] = str(run_dir)
+    raw["augment"].update(augment)
+    return validate(raw, "test")
+
+
+def _table(run, rel):
+    return pads.dataset(run.path(rel), filesystem=run.fs).to_table()
+
+
+def _files(run, rel):
+    return {p.name: p.read_bytes() for p in sorted(Path(run.path(rel)).glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def augmented(ray_session, demo_config, tmp_path_factory):
+    cfg = _config(demo_config, tmp_path_factory.mktemp("augment") / "run")
+    run = RunDir.open(cfg.run_dir)
+    for stage in ("prepare", "mine", "augment"):
+        run_stage(stage_by_name(stage), cfg, run)
+    return cfg, run
+
+
+def test_kinds_and_counts_per_query(augmented):
+    cfg, run = augmented
+    ex = _table(run, "examples")
+    assert ex.schema == EXAMPLES
+    pool = _table(run, "pool").to_pylist()
+    qids, _ = train_queries(run, cfg.data.splits.train)
+    positives = train_positives(run, cfg.data.splits.train)
+    rows = ex.to_pylist()
+    counts = Counter((r["qid"], r["kind"]) for r in rows)
+    for qid in qids:
+        npos = len(positives[qid])
+        nneg = sum(p["qid"] == qid for p in pool)
+        assert counts[(qid, "pos")] == npos
+        assert counts[(qid, "neg")] == nneg
+        assert counts[(qid, "rein")] == npos * min(cfg.augment.n_rein, nneg)
+        assert counts[(qid, "mask")] == npos * len(cfg.augment.mask_ratios)
+    assert len({r["eid"] for r in rows}) == len(rows)
+    assert run.read_json("manifests/augment.json")["rows"]["examples"] == ex.num_rows
+
+
+def test_order_ids_and_texts(augmented, demo_collection):
+    cfg, run = augmented
+    rows = _table(run, "examples").to_pylist()
+    key = [(r["qid"], dx.KIND_ORDER[r["kind"]], r["eid"]) for r in rows]
+    assert key == sorted(key)
+    corpus = {
+        r["pid"]: dx.passage_text(r["title"], r["text"]) for r in _table(run, "corpus").to_pylist()
+    }
+    pool = {(p["qid"], p["pid"]): p for p in _table(run, "pool").to_pylist()}
+    tok = AutoTokenizer.from_pretrained(str(demo_collection.teacher_dir))
+    assert tok.sep_token == "[SEP]" and tok.mask_token == "[MASK]"
+    rein_by_query: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        q, kind, pid, pid2, ratio = r["qid"], r["kind"], r["pid"], r["pid2"], r["mask_ratio"]
+        if kind == "pos":
+            assert r["eid"] == f"{q}|pos|{pid}" and r["text"] == corpus[pid]
+        elif kind == "neg":
+            assert r["eid"] == f"{q}|neg|{pid}" and r["text"] == corpus[pid]
+            assert (q, pid) in pool
+        elif kind == "rein":
+            assert r["eid"] == f"{q}|rein|{pid}|{pid2}"
+            assert r["text"] == f"{corpus[pid]} [SEP] {corpus[pid2]}"
+            rein_by_query.setdefault((q, pid), []).append(pid2)
+        else:
+            assert r["eid"] == f"{q}|mask|{pid}|{ratio:.2f}" and pid2 is None
+            n = len(tok.tokenize(corpus[pid]))
+            masked = tok(r["text"], add_special_tokens=False)["input_ids"]
+            assert masked.count(tok.mask_token_id) == round(ratio * n) > 0
+            assert r["text"] != corpus[pid]
+    # Reinforced negatives are the top-n_rein pool negatives by rank, source order breaking ties.
+    prio = {s: i for i, s in enumerate(cfg.mining.sources)}
+    for (q, _), negs in rein_by_query.items():
+        ranked = sorted(
+            (p for p in pool.values() if p["qid"] == q),
+            key=lambda p: (p["rank"], prio[p["source"]], p["pid"]),
+        )
+        assert sorted(negs) == sorted(p["pid"] for p in ranked[: cfg.augment.n_rein])
+
+
+def test_byte_identical_across_runs_and_batchings(augmented, demo_config, tmp_path):
+    cfg, run = augmented
+    before = _files(run, "examples")
+    run_stage(AUGMENT, cfg, run, force=True)
+    assert _files(run, "examples") == before
+    # Another batching (and many small row groups) changes nothing either.
+    other = _copy_run(run, tmp_path / "copy")
+    small = _config(demo_config, other.root, batch_size=37, max_actors=2)
+    run_stage(AUGMENT, small, other, force=True)
+    assert _files(other, "examples") == before
+
+
+def test_mask_text_counts_and_is_keyed(demo_collection):
+    tok = AutoTokenizer.from_pretrained(str(demo_collection.teacher_dir))
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    n = len(tok.tokenize(text))
+    for r in (0.15, 0.25, 0.5, 0.55):
+        out = dx.mask_text(text, r, dx.mask_rng(0, "q", "p", r), tok)
+        assert tok(out, add_special_tokens=False)["input_ids"].count(tok.mask_token_id) == round(
+            r * n
+        )
+        assert out == dx.mask_text(text, r, dx.mask_rng(0, "q", "p", r), tok)
+    assert dx.mask_text(text, 0.5, dx.mask_rng(0, "q", "p", 0.5), tok) != dx.mask_text(
+        text, 0.5, dx.mask_rng(1, "q", "p", 0.5), tok
+    )
+    plain = dx.mask_text("a b c d", 0.5, np.random.default_rng(0))
+    assert plain.split().count("[MASK]") == 2
+
+
+def test_tokenizer_reference_follows_the_teacher(demo_config):
+    t = demo_config.teacher
+    assert dx.tokenizer_ref(None, "cross_encoder", t.model, []) == t.model
+    assert dx.tokenizer_ref("tok", "cross_encoder", t.model, []) == "tok"
+    members = validate(
+        {
+            "teacher": {
+                "kind": "ensemble",
+                "members": [{"kind": "bm25"}, {"kind": "bi_encoder", "model": "m2"}],
+            }
+        }
+    ).teacher.members
+    assert dx.tokenizer_ref(None, "ensemble", None, members) == "m2"
+    assert dx.tokenizer_ref(None, "bm25", None, []) is None
+    assert dx.sep_token(None) == "[SEP]"
+
+
+def _copy_run(run, dest):
+    other = RunDir.open(str(dest))
+    for rel in ("corpus", "queries", "qrels", "pool", "manifests"):
+        shutil.copytree(run.path(rel), other.path(rel))
+    return other
+
+
+def test_query_without_positive_names_the_qrels(augmented, tmp_path):
+    cfg, run = augmented
+    other = _copy_run(run, tmp_path / "nopos")
+    split = cfg.data.splits.train
+    qrels = _table(other, f"qrels/{split}")
+    victim = qrels.column("qid")[0].as_py()
+    keep = pa.compute.not_equal(qrels.column("qid"), victim)
+    shutil.rmtree(other.path(f"qrels/{split}"))
+    Path(other.path(f"qrels/{split}")).mkdir()
+    pq.write_table(qrels.filter(keep), other.path(f"qrels/{split}/part-0.parquet"))
+    with pytest.raises(InputError, match=rf"qrels/{split}: training query '{victim}' has no pos"):
+        run_stage(AUGMENT, cfg, other, force=True)
+    assert not other.exists("examples")
+
+
+def test_empty_pool_is_counted(augmented, tmp_path):
+    cfg, run = augmented
+    other = _copy_run(run, tmp_path / "empty")
+    pool = _table(other, "pool")
+    victim = pool.column("qid")[0].as_py()
+    shutil.rmtree(other.path("pool"))
+    Path(other.path("pool")).mkdir()
+    keep = pa.compute.not_equal(pool.column("qid"), victim)
+    pq.write_table(pool.filter(keep), other.path("pool/part-0.parquet"))
+    run_stage(AUGMENT, cfg, other, force=True)
+    assert other.read_json("manifests/augment.json")["info"]["empty_pools"] == 1
+    kinds = {r["kind"] for r in _table(other, "examples").to_pylist() if r["qid"] == victim}
+    assert kinds == {"pos", "mask"}
