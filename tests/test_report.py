@@ -188,6 +188,7 @@ def test_report_stage_writes_figures_table_and_provenance(synthetic_run):
     # Provenance: the data hash, the model, each stage's config and the package versions.
     assert DATA_HASH in html and "/models/teacher-ce" in html
     assert "teacher.model" in html and "26.0.0" in html
+    assert "<td>bench/topk-s1</td><td>train</td>" in html  # nested runs' manifests too
     # Captions state the samples and the self-paced illustration over T = train.epochs.
     assert "at most 200,000 rows per kind" in html
     assert "as an illustration" in html

@@ -91,6 +91,7 @@ def provenance_section(p: Provenance) -> str:
     parts.append("<h3>Stages</h3>")
     stage_rows = [
         [
+            s.run,
             s.stage,
             s.fingerprint,
             "" if s.wall_time_s is None else f"{s.wall_time_s:,.1f}",
@@ -99,15 +100,15 @@ def provenance_section(p: Provenance) -> str:
         ]
         for s in p.stages
     ]
-    parts.append(_table(["stage", "fingerprint", "wall time (s)", "rows", "finished"], stage_rows))
+    header = ["run", "stage", "fingerprint", "wall time (s)", "rows", "finished"]
+    parts.append(_table(header, stage_rows))
     parts.append("<h3>Stage configs and info</h3>")
     for s in p.stages:
         blob = json.dumps(
             {"config": s.config, "info": s.info}, indent=2, sort_keys=True, default=str
         )
-        parts.append(
-            f"<details><summary>{escape(s.stage)}</summary><pre>{escape(blob)}</pre></details>"
-        )
+        summary = f"{escape(s.run)}: {escape(s.stage)}"
+        parts.append(f"<details><summary>{summary}</summary><pre>{escape(blob)}</pre></details>")
     parts.append("<h3>Package versions</h3>")
     pkg_rows = [
         [pkg, ver, stages]

@@ -1,12 +1,14 @@
-"""A run's provenance from its manifests: models, input-data hashes, stage configs, package
-versions, wall times and row counts."""
+"""A run's provenance from its manifests (and its nested runs'): models, input-data hashes,
+stage configs, package versions, wall times and row counts."""
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 from raykd.pipeline import STAGES
+from raykd.report.results import nested_runs
 from raykd.run_dir import MANIFESTS, RunDir
 
 MODEL_KEYS = ("model", "dense_model", "tokenizer")
@@ -14,6 +16,7 @@ MODEL_KEYS = ("model", "dense_model", "tokenizer")
 
 @dataclass
 class StageRecord:
+    run: str  # "." or the nested run's folder
     stage: str
     fingerprint: str
     wall_time_s: float | None
@@ -45,30 +48,34 @@ def _models(config: dict[str, Any], prefix: str, out: dict[str, str]) -> None:
 
 
 def read_provenance(run: RunDir) -> Provenance:
+    """Every manifest of the run and of the runs nested under it (``StageRecord.run``)."""
     stages, models, data_files = [], {}, {}
     packages: dict[str, dict[str, str]] = {}
-    for stage in STAGES:
-        rel = f"{MANIFESTS}/{stage.name}.json"
-        if not run.exists(rel):
-            continue
-        m = run.read_json(rel)
-        inputs = m.get("inputs", {})
-        config = inputs.get("config", {})
-        _models(config, "", models)
-        if stage.name == "prepare":
-            data_files = inputs.get("files", {}) or {}
-        for pkg, version in (m.get("packages") or {}).items():
-            seen = packages.setdefault(pkg, {})
-            seen[version] = f"{seen[version]}, {stage.name}" if version in seen else stage.name
-        stages.append(
-            StageRecord(
-                stage=stage.name,
-                fingerprint=str(m.get("fingerprint", ""))[:12],
-                wall_time_s=m.get("wall_time_s"),
-                finished_at=str(m.get("finished_at", "")),
-                rows=m.get("rows") or {},
-                config=config,
-                info=m.get("info") or {},
+    for run_rel in nested_runs(run):
+        for stage in STAGES:
+            rel = posixpath.join(run_rel, MANIFESTS, f"{stage.name}.json")
+            if not run.exists(rel):
+                continue
+            m = run.read_json(rel)
+            inputs = m.get("inputs", {})
+            config = inputs.get("config", {})
+            _models(config, "", models)
+            if stage.name == "prepare" and not run_rel:
+                data_files = inputs.get("files", {}) or {}
+            label = f"{run_rel}: {stage.name}" if run_rel else stage.name
+            for pkg, version in (m.get("packages") or {}).items():
+                seen = packages.setdefault(pkg, {})
+                seen[version] = f"{seen[version]}, {label}" if version in seen else label
+            stages.append(
+                StageRecord(
+                    run=run_rel or ".",
+                    stage=stage.name,
+                    fingerprint=str(m.get("fingerprint", ""))[:12],
+                    wall_time_s=m.get("wall_time_s"),
+                    finished_at=str(m.get("finished_at", "")),
+                    rows=m.get("rows") or {},
+                    config=config,
+                    info=m.get("info") or {},
+                )
             )
-        )
     return Provenance(stages=stages, models=models, data_files=data_files, packages=packages)
