@@ -83,7 +83,7 @@ def _trial(config: dict[str, Any], base: dict[str, Any], base_uri: str, dev_set:
             run_stage(stage_by_name(name), cfg, run)
 
 
-def _search_alg(cfg: JobConfig, space: SearchSpace):
+def _search_alg(cfg: JobConfig, space: SearchSpace, concurrent: int):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     tu = cfg.tune
@@ -98,7 +98,8 @@ def _search_alg(cfg: JobConfig, space: SearchSpace):
         except ImportError:
             if tu.search == "optuna":
                 raise ConfigError("tune.search is optuna but optuna is not installed") from None
-    return "random", BasicVariantGenerator(random_state=tu.seed)
+    # Tune ignores max_concurrent_trials for a BasicVariantGenerator it did not create.
+    return "random", BasicVariantGenerator(random_state=tu.seed, max_concurrent=concurrent)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
         {"cpu": DRIVER_CPU},
     )
     concurrent = tu.max_concurrent_trials or max_concurrent(ray.cluster_resources(), cfg.train)
-    search_name, search_alg = _search_alg(cfg, space)
+    search_name, search_alg = _search_alg(cfg, space, concurrent)
     grace = min(tu.grace_period, cfg.train.epochs)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
