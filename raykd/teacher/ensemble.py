@@ -1,0 +1,118 @@
+"""A weighted ensemble of teachers, combined per query after normalisation.
+
+``score = sum_i w_i * normalize_q(s_i)`` where ``normalize_q`` is z-score (default) or min-max
+over the query's scored examples (``raykd.teacher.normalize``). Each member's raw score is kept
+in the scores table as ``score_<i>_<kind>`` (``i`` = the member's position in
+``teacher.members``, from 0; ``kind`` = its kind), e.g. ``score_0_bm25``, ``score_1_bi_encoder``,
+so reports can show each teacher; ``score`` holds the combination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from raykd.teacher.base import Teacher, TeacherEnv, build_teacher, register_teacher
+from raykd.teacher.normalize import Method, normalize_per_query
+
+if TYPE_CHECKING:
+    import ray.data
+
+
+def member_column(index: int, kind: str) -> str:
+    """The scores-table column holding member ``index``'s raw score."""
+    return f"score_{index}_{kind}"
+
+
+def combine(
+    member_scores: Mapping[str, np.ndarray],
+    weights: Mapping[str, float] | Sequence[float],
+    qids: np.ndarray,
+    method: Method = "zscore",
+) -> np.ndarray:
+    """Weighted sum of the members' per-query-normalised scores (float32).
+
+    ``member_scores`` maps a member name to its raw scores, aligned with ``qids``; every query's
+    rows must all be present (normalisation is over the query's whole group). ``weights`` is
+    keyed like ``member_scores`` or given in its order.
+    """
+    if not member_scores:
+        raise ValueError("an ensemble needs at least one member")
+    names = list(member_scores)
+    if isinstance(weights, Mapping):
+        if set(weights) != set(names):
+            raise ValueError(f"weights {sorted(weights)} do not name the members {sorted(names)}")
+        w = [float(weights[n]) for n in names]
+    else:
+        w = [float(x) for x in weights]
+        if len(w) != len(names):
+            raise ValueError(f"{len(w)} weights for {len(names)} members")
+    total = np.zeros(len(qids), dtype=np.float64)
+    for name, weight in zip(names, w, strict=True):
+        try:
+            total += weight * normalize_per_query(member_scores[name], qids, method)
+        except ValueError as err:
+            raise ValueError(f"member {name!r}: {err}") from None
+    return total.astype(np.float32)
+
+
+class EnsembleTeacher:
+    """Scores the input with each member in turn, then combines per query.
+
+    The score stage hands over a shard that holds every row of its queries, so the members'
+    outputs are materialised (one shard, ``teacher.shard_rows`` rows at most), joined on
+    (qid, eid) and combined in NumPy.
+    """
+
+    def __init__(self, members: list[tuple[str, float, Teacher]], method: Method) -> None:
+        self.members = members
+        self.method = method
+        # The stage adds the "score_" prefix: score_<i>_<kind>.
+        self.columns = tuple(name.removeprefix("score_") for name, _, _ in members)
+
+    def score(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        import pyarrow as pa
+        import ray
+
+        ds = ds.materialize()
+        n = ds.count()
+        joined: pa.Table | None = None
+        for name, _, teacher in self.members:
+            out = teacher.score(ds).select_columns(["qid", "eid", "kind", "score"])
+            table = pa.concat_tables(ray.get(out.to_arrow_refs()))
+            if table.num_rows != n:
+                raise RuntimeError(f"ensemble member {name}: {table.num_rows} rows for {n}")
+            table = table.rename_columns(["qid", "eid", "kind", name])
+            if joined is None:
+                joined = table
+            else:
+                joined = joined.join(table.drop_columns(["kind"]), keys=["qid", "eid"])
+                if joined.num_rows != n:
+                    raise RuntimeError(f"ensemble member {name}: rows do not match by (qid, eid)")
+        assert joined is not None  # members is non-empty (checked by the builder)
+        qids = joined.column("qid").to_numpy(zero_copy_only=False)
+        combined = combine(
+            {name: joined.column(name).to_numpy() for name, _, _ in self.members},
+            [w for _, w, _ in self.members],
+            qids,
+            self.method,
+        )
+        table = joined.select(["qid", "eid", "kind"]).append_column(
+            "score", pa.array(combined, type=pa.float32())
+        )
+        for name, _, _ in self.members:
+            table = table.append_column(name, joined.column(name).cast(pa.float32()))
+        return ray.data.from_arrow(table)
+
+
+@register_teacher("ensemble")
+def build_ensemble(cfg, env: TeacherEnv) -> EnsembleTeacher:
+    if not getattr(cfg, "members", None):
+        raise ValueError("teacher.kind 'ensemble' needs teacher.members")
+    members = [
+        (member_column(i, m.kind), m.weight, build_teacher(m, env))
+        for i, m in enumerate(cfg.members)
+    ]
+    return EnsembleTeacher(members, cfg.normalization)
