@@ -1,0 +1,378 @@
+"""The per-worker training loop: plain PyTorch + DeepSpeed, run by Ray Train's TorchTrainer.
+
+One loop serves the student (dual encoder, distillation losses) and the teacher-train stage
+(cross-encoder, listwise cross-entropy): a *task* (``Task``, built by a factory named in the loop
+config) supplies the model, the collate function, the loss and the export; the loop owns the
+DeepSpeed engine, the schedule, reporting, checkpoints and resume.
+
+Checkpoints: every worker calls ``engine.save_checkpoint`` into a local folder and reports it;
+Ray merges the workers' files into one checkpoint folder. ``client_state`` carries the progress
+(epochs done, micro-batches done in the current epoch, step, samples), so a relaunch or a restart
+after a worker failure continues where the last checkpoint left off instead of redoing epochs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from raykd.config import JobConfig
+from raykd.student.batching import StudentCollator
+from raykd.student.deepspeed_config import deepspeed_config
+from raykd.student.losses import LOSSES, adam_loss, in_batch_info_nce, info_nce
+
+DS_TAG = "state"
+
+
+@dataclass(frozen=True)
+class LoopParams:
+    """What the loop needs from a train section (student ``train`` or ``teacher.train``)."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int  # global, in queries per optimizer step
+    grad_accum: int
+    warmup_steps: int
+    zero_stage: int
+    bf16: bool
+    grad_clip: float
+    grad_checkpointing: bool
+    use_gpu: bool
+    num_workers: int
+    report_every: int
+    checkpoint_every_steps: int | None
+    seed: int
+
+    @property
+    def micro_batch(self) -> int:
+        """Queries per worker per forward pass."""
+        return max(1, self.batch_size // (self.num_workers * self.grad_accum))
+
+
+@dataclass
+class Task:
+    """The model-specific parts of a training run."""
+
+    model: nn.Module
+    collate: Callable[[dict], dict[str, torch.Tensor]]
+    # (model outputs, batch, 1-based epoch) -> (loss, scalar metrics of this micro-batch)
+    loss: Callable[[dict, dict, int], tuple[torch.Tensor, dict[str, float]]]
+    # (module, full fp32 state dict, local destination folder) -> None
+    export: Callable[[nn.Module, dict[str, torch.Tensor], str], None]
+    # (module) -> metrics added to the epoch's report (e.g. a dev metric for Tune's ASHA);
+    # called on every rank, so a ZeRO-3 forward stays collective
+    on_epoch_end: Callable[[nn.Module], dict[str, float]] | None = None
+
+
+def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        return max(0.0, (total_steps - step) / span)
+
+    return f
+
+
+def student_task(job: JobConfig, model_dir: str) -> Task:
+    """The dual-encoder student with the loss chosen by ``candidates.strategy`` and ``train``."""
+    from transformers import AutoTokenizer
+
+    from raykd.student.model import DualEncoder
+
+    st, tr = job.student, job.train
+    model = DualEncoder.from_pretrained(
+        model_dir,
+        pooling=st.pooling,
+        normalize=st.normalize,
+        shared_towers=st.shared_towers,
+        scale=st.scale,
+    )
+    collate = StudentCollator(model_dir, st.max_query_length, st.max_passage_length)
+    dark = job.candidates.strategy == "dark"
+
+    def loss(out: dict, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        scores, mask = out["scores"], batch["cand_mask"]
+        if dark:
+            r = adam_loss(
+                scores,
+                batch["teacher"],
+                batch["confidence"],
+                epoch=epoch,
+                total_epochs=tr.epochs,
+                lambda_sup=tr.lambda_sup,
+                mask=mask,
+                sup_mask=batch["sup_mask"],
+                sup_temperature=tr.sup_temperature,
+                student_temperature=tr.student_temperature,
+                teacher_temperature=tr.teacher_temperature,
+            )
+            return r.loss, {
+                "sup": r.sup.item(),
+                "kd": r.kd.item(),
+                "kept": float(r.kept),
+                "batch": float(r.batch),
+            }
+        kw = {}
+        if tr.loss == "kl":
+            kw = {
+                "student_temperature": tr.student_temperature,
+                "teacher_temperature": tr.teacher_temperature,
+            }
+        kd = LOSSES[tr.loss](scores, batch["teacher"], mask=mask, **kw)
+        if tr.in_batch_negatives:
+            idx = batch["cand_index"]
+            sup = in_batch_info_nce(
+                st.scale * out["q"],
+                out["p"][idx[:, 0]],
+                out["p"][idx[:, 1:]],
+                temperature=tr.sup_temperature,
+                c_mask=mask[:, 1:],
+            )
+        else:
+            sup = info_nce(scores, temperature=tr.sup_temperature, mask=mask)
+        b = float(scores.shape[0])
+        metrics = {"sup": sup.item(), "kd": kd.item(), "kept": b, "batch": b}
+        return kd + tr.lambda_sup * sup, metrics
+
+    def export(module: nn.Module, state: dict[str, torch.Tensor], dest: str) -> None:
+        module.save(
+            dest,
+            AutoTokenizer.from_pretrained(model_dir),
+            max_query_length=st.max_query_length,
+            max_passage_length=st.max_passage_length,
+            state_dict=state,
+        )
+
+    return Task(model=model, collate=collate, loss=loss, export=export)
+
+
+def make_task(ref: str, job: JobConfig, model_dir: str) -> Task:
+    module, fn = ref.split(":")
+    return getattr(importlib.import_module(module), fn)(job, model_dir)
+
+
+def loop_config(
+    task: str,
+    job: JobConfig,
+    params: LoopParams,
+    *,
+    model_dir: str,
+    steps_per_epoch: int,
+    export_uri: str,
+) -> dict[str, Any]:
+    """The ``train_loop_config`` of the TorchTrainer (plain, picklable values)."""
+    return {
+        "task": task,
+        "job": job.model_dump(mode="json"),
+        "params": asdict(params),
+        "model_dir": model_dir,
+        "steps_per_epoch": steps_per_epoch,
+        "export_uri": export_uri,
+    }
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Train, checkpoint, export; returns the run summary (rank 0's is ``Result.return_value``)."""
+    import deepspeed
+    import ray.train
+
+    params = LoopParams(**config["params"])
+    job = JobConfig.model_validate(config["job"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(params.seed)
+    task = make_task(config["task"], job, config["model_dir"])
+    if params.grad_checkpointing:
+        task.model.gradient_checkpointing_enable()
+
+    micro_per_epoch = config["steps_per_epoch"] * params.grad_accum
+    total_steps = config["steps_per_epoch"] * params.epochs
+    device = ray.train.torch.get_device() if params.use_gpu else torch.device("cpu")
+    opt = torch.optim.AdamW(
+        task.model.parameters(),
+        lr=params.lr,
+        weight_decay=params.weight_decay,
+        fused=device.type == "cuda",
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(params.warmup_steps, total_steps))
+    engine, _, _, _ = deepspeed.initialize(
+        model=task.model,
+        optimizer=opt,
+        lr_scheduler=sched,
+        config=deepspeed_config(params, world_size=world),
+    )
+
+    state = {
+        "epochs_done": 0,
+        "micro_in_epoch": 0,
+        "samples": 0,
+        "kept": 0,
+        "batch": 0,
+        "first_loss": None,
+    }
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag=DS_TAG)
+        state.update(client["progress"])
+        if rank == 0:
+            print(f"[raykd] resumed at step {engine.global_steps} ({state})", flush=True)
+    start_step = engine.global_steps
+
+    shard = ray.train.get_dataset_shard("train")
+    meter = _Meter()
+    for epoch in range(state["epochs_done"] + 1, params.epochs + 1):
+        skip = state["micro_in_epoch"]
+        batches = shard.iter_torch_batches(
+            batch_size=params.micro_batch,
+            collate_fn=task.collate,
+            drop_last=True,
+            device=device,
+            prefetch_batches=2,
+        )
+        for i, batch in enumerate(batches):
+            if i >= micro_per_epoch:
+                break
+            if i < skip:  # consumed before the checkpoint this run resumed from
+                continue
+            out = engine(batch)
+            loss, metrics = task.loss(out, batch, epoch)
+            engine.backward(loss)
+            engine.step()
+            b = int(batch["cand_mask"].shape[0])
+            state["micro_in_epoch"] = i + 1
+            state["samples"] += b * world
+            state["kept"] += int(metrics.get("kept", b))
+            state["batch"] += b
+            meter.add(loss.item(), metrics, b * world)
+            if state["micro_in_epoch"] % params.grad_accum:  # not an optimizer step yet
+                continue
+            step = engine.global_steps
+            if params.checkpoint_every_steps and step % params.checkpoint_every_steps == 0:
+                _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=True)
+            elif step % params.report_every == 0 and i + 1 < micro_per_epoch:
+                _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=False)
+        state["epochs_done"], state["micro_in_epoch"] = epoch, 0
+        epoch_metrics = meter.flush()
+        if task.on_epoch_end is not None:
+            epoch_metrics.update(task.on_epoch_end(engine.module))
+        _report(
+            engine, epoch_metrics, state, epoch, engine.global_steps, sched, rank, checkpoint=True
+        )
+
+    _export(engine, task, params, rank, config["export_uri"])
+    summary = {
+        "step": engine.global_steps,
+        "start_step": start_step,
+        "samples": state["samples"],
+        "kept_total": state["kept"] * world,
+        "batch_total": state["batch"] * world,
+        "samples_per_s": meter.run_rate(),
+        "loss": meter.last_loss,
+        "first_loss": state["first_loss"],
+    }
+    return summary
+
+
+class _Meter:
+    """Averages metrics between reports; throughput excludes the first report window (warm-up)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.samples = 0
+        self.t0 = time.perf_counter()
+        self.last_loss = math.nan
+        self.steady_samples = 0
+        self.steady_time = 0.0
+        self.windows = 0
+
+    def add(self, loss: float, metrics: dict[str, float], samples: int) -> None:
+        for k, v in {"loss": loss, **metrics}.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+        self.samples += samples
+
+    def flush(self) -> dict[str, float]:
+        now = time.perf_counter()
+        dt = now - self.t0
+        out = {k: v / max(1, self.n) for k, v in self.sums.items() if k not in ("kept", "batch")}
+        out["kept"] = self.sums.get("kept", 0.0)
+        out["batch"] = self.sums.get("batch", 0.0)
+        out["samples_per_s"] = self.samples / dt if dt > 0 else 0.0
+        if self.n:
+            self.last_loss = out["loss"]
+            self.windows += 1
+            if self.windows > 1:
+                self.steady_samples += self.samples
+                self.steady_time += dt
+        self.sums, self.n, self.samples, self.t0 = {}, 0, 0, now
+        return out
+
+    def run_rate(self) -> float:
+        return self.steady_samples / self.steady_time if self.steady_time > 0 else math.nan
+
+
+def _report(engine, metrics, state, epoch, step, sched, rank, *, checkpoint: bool) -> None:
+    import ray.train
+
+    if state["first_loss"] is None and "loss" in metrics:
+        state["first_loss"] = metrics["loss"]
+
+    metrics = {**metrics, "epoch": epoch, "step": step, "lr": sched.get_last_lr()[0]}
+    if rank == 0:
+        shown = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+        )
+        print(f"[raykd] {shown}", flush=True)
+    if not checkpoint:
+        ray.train.report(metrics)
+        return
+    tmp = tempfile.mkdtemp(prefix="raykd-ckpt-")
+    try:
+        engine.save_checkpoint(tmp, tag=DS_TAG, client_state={"progress": dict(state)})
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_{step:08d}",
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _export(engine, task: Task, params: LoopParams, rank: int, export_uri: str) -> None:
+    """Consolidate the weights on rank 0 and write the task's export to ``export_uri``."""
+    import pyarrow.fs as pafs
+    import torch.distributed as dist
+
+    if params.zero_stage == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
+    else:
+        state = engine.module.state_dict() if rank == 0 else None
+    if rank == 0:
+        tmp = tempfile.mkdtemp(prefix="raykd-export-")
+        try:
+            task.export(engine.module, {k: v.float() for k, v in state.items()}, tmp)
+            fs, path = pafs.FileSystem.from_uri(
+                export_uri if "://" in export_uri else os.path.abspath(export_uri)
+            )
+            fs.create_dir(path, recursive=True)
+            pafs.copy_files(tmp, path, destination_filesystem=fs)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if dist.is_initialized():
+        dist.barrier()

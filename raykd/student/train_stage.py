@@ -1,0 +1,174 @@
+"""The ``train`` stage: Ray Train's TorchTrainer around the DeepSpeed loop of ``train_loop``.
+
+Checkpoints live under ``<run_dir>/checkpoints/<name>`` with a name derived from the stage's
+fingerprint, so relaunching the same stage resumes from its latest checkpoint, while a changed
+config starts a fresh run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from raykd.config import JobConfig, TrainSection
+from raykd.data.schemas import TRAIN
+from raykd.errors import InputError
+from raykd.models import resolve_model
+from raykd.pipeline import StageContext, StageResult
+from raykd.ray_errors import unwrap_ray_error
+from raykd.student.train_loop import LoopParams, loop_config, train_loop_per_worker
+from raykd.tuning.report import DEV_STUDENT_TASK, tune_callbacks
+
+log = logging.getLogger("raykd")
+
+STUDENT_TASK = "raykd.student.train_loop:student_task"
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How many workers, with what, and how failures and checkpoints are handled."""
+
+    cpus_per_worker: float
+    max_failures: int
+    num_to_keep: int
+
+
+def loop_params(tr: TrainSection) -> LoopParams:
+    return LoopParams(
+        epochs=tr.epochs,
+        lr=tr.lr,
+        weight_decay=tr.weight_decay,
+        batch_size=tr.batch_size,
+        grad_accum=tr.grad_accum,
+        warmup_steps=tr.warmup_steps,
+        zero_stage=tr.zero_stage,
+        bf16=tr.use_gpu if tr.bf16 is None else tr.bf16,
+        grad_clip=tr.grad_clip,
+        grad_checkpointing=tr.grad_checkpointing,
+        use_gpu=tr.use_gpu,
+        num_workers=tr.num_workers,
+        report_every=tr.report_every,
+        checkpoint_every_steps=tr.checkpoint_every_steps,
+        seed=tr.seed,
+    )
+
+
+def steps_per_epoch(n_rows: int, params: LoopParams) -> int:
+    """Optimizer steps per epoch: every worker gets n_rows // workers rows, last batch dropped."""
+    return (n_rows // params.num_workers // params.micro_batch) // params.grad_accum
+
+
+def fit(
+    *,
+    task: str,
+    job: JobConfig,
+    params: LoopParams,
+    plan: RayPlan,
+    dataset,
+    source: str,
+    model_dir: str,
+    export_uri: str,
+    storage_path: str,
+    name: str,
+    worker_resources: dict[str, float] | None = None,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Train ``task`` on ``dataset`` with TorchTrainer; returns the final summary metrics.
+
+    Shared by the student ``train`` stage and the ``teacher-train`` stage.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    n_rows = dataset.count()
+    steps = steps_per_epoch(n_rows, params)
+    if steps < 1:
+        raise InputError(
+            source,
+            f"{n_rows} training rows give no full step of {params.batch_size} queries "
+            f"({params.num_workers} workers x {params.grad_accum} accumulation)",
+        )
+    resources = {"CPU": plan.cpus_per_worker, **(worker_resources or {})}
+    if params.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(
+            task,
+            job,
+            params,
+            model_dir=model_dir,
+            steps_per_epoch=steps,
+            export_uri=export_uri,
+        ),
+        torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=params.num_workers,
+            use_gpu=params.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            storage_path=storage_path,
+            name=name,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=plan.num_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=plan.max_failures),
+            callbacks=callbacks or [],
+        ),
+        datasets={"train": dataset},
+    )
+    log.info(
+        "%s: %d rows, %d steps/epoch x %d epochs, %d workers, ZeRO-%d (checkpoints %s/%s)",
+        task,
+        n_rows,
+        steps,
+        params.epochs,
+        params.num_workers,
+        params.zero_stage,
+        storage_path,
+        name,
+    )
+    with unwrap_ray_error():
+        result = trainer.fit()
+    return {**result.return_value, "steps_per_epoch": steps, "rows": n_rows}
+
+
+def run_train(ctx: StageContext) -> StageResult:
+    import ray.data
+
+    cfg = ctx.cfg
+    source = ctx.run.uri_of(f"train/{cfg.candidates.strategy}")
+    if cfg.student.model is None:
+        raise InputError("config", "student.model is not set")
+    ds = ray.data.read_parquet(source)
+    missing = [c for c in TRAIN.names if c not in ds.schema().names]
+    if missing:
+        raise InputError(source, f"missing columns {missing} (expected {TRAIN.names})")
+    tr = cfg.train
+    summary = fit(
+        task=DEV_STUDENT_TASK if cfg.tune.dev_set else STUDENT_TASK,
+        job=cfg,
+        params=loop_params(tr),
+        plan=RayPlan(tr.cpus_per_worker, tr.max_failures, tr.num_to_keep),
+        dataset=ds,
+        source=source,
+        model_dir=resolve_model(cfg.student.model),
+        export_uri=ctx.staging.uri("student"),
+        storage_path=ctx.run.uri_of("checkpoints"),
+        name=f"train-{ctx.fingerprint[:12]}",
+        worker_resources=tr.worker_resources,
+        callbacks=tune_callbacks(cfg),
+    )
+    keys = (
+        "loss",
+        "first_loss",
+        "step",
+        "start_step",
+        "samples",
+        "samples_per_s",
+        "kept_total",
+        "batch_total",
+        "steps_per_epoch",
+        "rows",
+    )
+    return StageResult(rows={"student": 1}, info={k: summary.get(k) for k in keys})

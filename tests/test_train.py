@@ -1,0 +1,138 @@
+"""The train stage end to end on the demo collection: Ray Train + DeepSpeed on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raykd.pipeline import run_stage, stage_by_name
+from raykd.run_dir import RunDir
+from tests.train_helpers import write_train_set
+
+
+def train_config(demo_config, run_dir, strategy="topk", **train):
+    raw = demo_config.model_dump(mode="json")
+    raw["run_dir"] = str(run_dir)
+    raw["candidates"]["strategy"] = strategy
+    # Normalised embeddings need a scale for a peaked softmax (sentence-transformers uses 20).
+    raw["student"]["scale"] = 20.0
+    raw["train"].update({"report_every": 2, "warmup_steps": 2, "lr": 1e-3, **train})
+    return type(demo_config).model_validate(raw)
+
+
+def manifest_info(run: RunDir) -> dict:
+    return run.read_json("manifests/train.json")["info"]
+
+
+def test_two_workers_zero2_loss_decreases(ray_session, demo_config, prepared_run, tmp_path):
+    cfg = train_config(
+        demo_config,
+        tmp_path / "run",
+        num_workers=2,
+        zero_stage=2,
+        epochs=3,
+        batch_size=16,
+    )
+    run = RunDir.open(cfg.run_dir)
+    n = write_train_set(prepared_run, run, "topk")
+    assert run_stage(stage_by_name("train"), cfg, run)
+    info = manifest_info(run)
+    # 80 queries over 2 workers, 8 per worker per step: 5 steps per epoch.
+    assert info["steps_per_epoch"] == n // 16 and info["step"] == 3 * info["steps_per_epoch"]
+    assert info["start_step"] == 0
+    first, last = info["first_loss"], info["loss"]
+    assert last < 0.8 * first, info
+    assert (Path(run.path("student")) / "modules.json").is_file()
+
+
+def test_export_loads_in_transformers_sentence_transformers_and_text_encoder(
+    demo_collection, tmp_path
+):
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    from raykd.retrieval.encoder import TextEncoder, pool
+    from raykd.student.model import DualEncoder, load_student
+
+    texts = ["alpha beta gamma", "a longer passage with several more words than the first one"]
+    for pooling, normalize in (("mean", True), ("cls", False)):
+        model = DualEncoder.from_pretrained(
+            str(demo_collection.student_dir), pooling=pooling, normalize=normalize, scale=2.0
+        )
+        with torch.no_grad():  # make the weights differ from the init checkpoint
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        tok = AutoTokenizer.from_pretrained(demo_collection.student_dir)
+        dest = tmp_path / f"student-{pooling}"
+        model.save(dest, tok, max_query_length=16, max_passage_length=64)
+
+        enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        with torch.no_grad():
+            ref = model.encode_passage(enc["input_ids"], enc["attention_mask"]).numpy()
+            hf = AutoModel.from_pretrained(dest).eval()
+            vec = pool(hf(**enc).last_hidden_state, enc["attention_mask"], pooling)
+            if normalize:
+                vec = torch.nn.functional.normalize(vec, dim=-1)
+        np.testing.assert_allclose(vec.numpy(), ref, atol=1e-5)
+
+        st = SentenceTransformer(str(dest), device="cpu")
+        assert st.max_seq_length == 64
+        np.testing.assert_allclose(st.encode(texts, convert_to_numpy=True), ref, atol=1e-5)
+
+        te = TextEncoder(str(dest), pooling=pooling, normalize=normalize, max_length=64)
+        np.testing.assert_allclose(te.encode(texts), ref, atol=1e-5)
+
+        back = load_student(dest)
+        assert (back.pooling, back.normalize, back.scale) == (pooling, normalize, 2.0)
+
+
+def test_separate_towers_save_query_tower(demo_collection, tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    from raykd.retrieval.encoder import TextEncoder
+    from raykd.student.model import DualEncoder, load_student, query_tower_dir
+
+    model = DualEncoder.from_pretrained(str(demo_collection.student_dir), shared_towers=False)
+    with torch.no_grad():
+        for p in model.query_tower.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tok = AutoTokenizer.from_pretrained(demo_collection.student_dir)
+    model.save(tmp_path / "s", tok, max_query_length=16, max_passage_length=64)
+    qdir = query_tower_dir(tmp_path / "s")
+    assert qdir.endswith("query_encoder")
+    texts = ["alpha beta", "gamma delta epsilon"]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        q_ref = model.encode_query(enc["input_ids"], enc["attention_mask"]).numpy()
+        p_ref = model.encode_passage(enc["input_ids"], enc["attention_mask"]).numpy()
+    assert not np.allclose(q_ref, p_ref, atol=1e-3)
+    np.testing.assert_allclose(TextEncoder(qdir).encode(texts), q_ref, atol=1e-5)
+    np.testing.assert_allclose(TextEncoder(str(tmp_path / "s")).encode(texts), p_ref, atol=1e-5)
+    assert not load_student(tmp_path / "s").shared_towers
+
+
+def test_dark_applies_self_paced_subset(ray_session, demo_config, prepared_run, tmp_path):
+    cfg = train_config(demo_config, tmp_path / "run", "dark", epochs=2, batch_size=8)
+    run = RunDir.open(cfg.run_dir)
+    n = write_train_set(prepared_run, run, "dark")
+    assert run_stage(stage_by_name("train"), cfg, run)
+    info = manifest_info(run)
+    # Batches of 8: epoch 1 keeps round(0.75 * 8) = 6, epoch 2 keeps 4.
+    steps = n // 8
+    assert info["batch_total"] == 2 * steps * 8
+    assert info["kept_total"] == steps * 6 + steps * 4
+
+
+def test_unreadable_batch_size_is_an_input_error(ray_session, demo_config, prepared_run, tmp_path):
+    from raykd.errors import InputError
+
+    cfg = train_config(demo_config, tmp_path / "run", batch_size=1000)
+    run = RunDir.open(cfg.run_dir)
+    write_train_set(prepared_run, run, "topk")
+    with pytest.raises(InputError, match="no full step"):
+        run_stage(stage_by_name("train"), cfg, run)
+    assert not run.exists("student")
