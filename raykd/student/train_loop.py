@@ -310,9 +310,10 @@ class _Meter:
     def flush(self) -> dict[str, float]:
         now = time.perf_counter()
         dt = now - self.t0
-        out = {k: v / max(1, self.n) for k, v in self.sums.items() if k not in ("kept", "batch")}
-        out["kept"] = self.sums.get("kept", 0.0)
-        out["batch"] = self.sums.get("batch", 0.0)
+        # Counts are summed over the window, everything else averaged.
+        out = {
+            k: v if k in ("kept", "batch") else v / max(1, self.n) for k, v in self.sums.items()
+        }
         out["samples_per_s"] = self.samples / dt if dt > 0 else 0.0
         if self.n:
             self.last_loss = out["loss"]
