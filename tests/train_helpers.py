@@ -120,21 +120,36 @@ class WorkerKiller(threading.Thread):
         import os
         import signal
 
-        from ray.util.state import list_actors
-
         deadline = time.monotonic() + self.timeout
         while not self._stop.is_set() and time.monotonic() < deadline:
             if self.ready():
-                workers = [
-                    a
-                    for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-                    if "TrainWorker" in a.class_name and a.pid
-                ]
-                if workers:
-                    self.killed = int(workers[-1].pid)
+                pids = train_worker_pids()
+                if pids:
+                    self.killed = pids[-1]
                     os.kill(self.killed, signal.SIGKILL)
                     return
             time.sleep(0.1)
+
+
+def train_worker_pids() -> list[int]:
+    """PIDs of the live Ray Train workers of the connected cluster.
+
+    Ray's state API needs the dashboard, which the test session does not start; GCS's actor
+    table (``ray._private.state``) answers without it.
+    """
+    try:
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+        return [int(a.pid) for a in actors if "TrainWorker" in a.class_name and a.pid]
+    except Exception:
+        from ray._private.state import actors
+
+        return [
+            int(a["Pid"])
+            for a in actors().values()
+            if a["State"] == "ALIVE" and "TrainWorker" in a["ActorClassName"] and a["Pid"]
+        ]
 
 
 def checkpoint_dirs(run: RunDir) -> list[Path]:

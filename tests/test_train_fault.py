@@ -1,0 +1,79 @@
+"""Checkpoints, resume and fault tolerance of the train stage, with real worker kills."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raykd.pipeline import run_stage, stage_by_name
+from raykd.run_dir import RunDir
+from tests.test_train import train_config
+from tests.train_helpers import WorkerKiller, write_train_set
+
+
+def registered_steps(run: RunDir) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered (its checkpoint manager snapshot)."""
+    steps = []
+    for snap in Path(run.path("checkpoints")).glob("*/checkpoint_manager_snapshot.json"):
+        for r in json.loads(snap.read_text())["checkpoint_results"]:
+            steps.append(int(r["metrics"]["step"]))
+    return sorted(steps)
+
+
+def test_relaunch_resumes_after_epoch_one(ray_session, demo_config, prepared_run, tmp_path):
+    cfg = train_config(
+        demo_config, tmp_path / "run", epochs=2, batch_size=4, max_failures=0, report_every=5
+    )
+    run = RunDir.open(cfg.run_dir)
+    n = write_train_set(prepared_run, run, "topk")
+    per_epoch = n // 4
+    killer = WorkerKiller(lambda: bool(registered_steps(run)))
+    killer.start()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - Ray wraps the worker death
+            run_stage(stage_by_name("train"), cfg, run)
+    finally:
+        killer.stop()
+    assert killer.killed, "no worker was killed"
+    assert not run.exists("student")
+    assert registered_steps(run)[0] == per_epoch
+
+    assert run_stage(stage_by_name("train"), cfg, run)
+    info = run.read_json("manifests/train.json")["info"]
+    # The relaunch started from the epoch-1 checkpoint: epoch 1 was not trained again.
+    assert info["start_step"] == per_epoch
+    assert info["step"] == 2 * per_epoch
+    assert run.exists("student")
+
+
+def test_worker_killed_mid_epoch_restarts_from_checkpoint(
+    ray_session, demo_config, prepared_run, tmp_path
+):
+    cfg = train_config(
+        demo_config,
+        tmp_path / "run",
+        num_workers=2,
+        zero_stage=1,
+        epochs=1,
+        batch_size=4,
+        checkpoint_every_steps=5,
+        max_failures=1,
+        report_every=5,
+    )
+    run = RunDir.open(cfg.run_dir)
+    n = write_train_set(prepared_run, run, "topk")
+    steps = n // 4
+    killer = WorkerKiller(lambda: bool(registered_steps(run)))
+    killer.start()
+    try:
+        assert run_stage(stage_by_name("train"), cfg, run)
+    finally:
+        killer.stop()
+    assert killer.killed, "no worker was killed"
+    info = run.read_json("manifests/train.json")["info"]
+    # FailureConfig restarted the workers from a mid-epoch checkpoint, not from step 0.
+    assert 5 <= info["start_step"] < steps and info["start_step"] % 5 == 0
+    assert info["step"] == steps
+    assert run.exists("student")
