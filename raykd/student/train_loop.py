@@ -262,9 +262,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             if state["micro_in_epoch"] % params.grad_accum:  # not an optimizer step yet
                 continue
             step = engine.global_steps
+            if i + 1 == micro_per_epoch:  # the epoch-end report below checkpoints this step
+                continue
             if params.checkpoint_every_steps and step % params.checkpoint_every_steps == 0:
                 _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=True)
-            elif step % params.report_every == 0 and i + 1 < micro_per_epoch:
+            elif step % params.report_every == 0:
                 _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=False)
         state["epochs_done"], state["micro_in_epoch"] = epoch, 0
         epoch_metrics = meter.flush()
@@ -311,9 +313,7 @@ class _Meter:
         now = time.perf_counter()
         dt = now - self.t0
         # Counts are summed over the window, everything else averaged.
-        out = {
-            k: v if k in ("kept", "batch") else v / max(1, self.n) for k, v in self.sums.items()
-        }
+        out = {k: v if k in ("kept", "batch") else v / max(1, self.n) for k, v in self.sums.items()}
         out["samples_per_s"] = self.samples / dt if dt > 0 else 0.0
         if self.n:
             self.last_loss = out["loss"]
