@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from raykd.config import apply_override, load_config, validate
+    from raykd.config import ConfigError, apply_override, load_config, validate
     from raykd.pipeline import is_current, run_pipeline, run_stage, stage_by_name
     from raykd.ray_session import LOOPBACK_ENV, ensure_ray
     from raykd.run_dir import RunDir
@@ -166,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         for part in parents:
             node = node[part]
         node[leaf] = value
-    base_cfg = validate(raw, "scifact_kd")
-    for assignment in args.overrides:
-        raw = base_cfg.model_dump(mode="json")
-        apply_override(raw, assignment)
-        base_cfg = validate(raw, f"--set {assignment}")
+    try:
+        base_cfg = validate(raw, "scifact_kd")
+        for assignment in args.overrides:
+            raw = base_cfg.model_dump(mode="json")
+            apply_override(raw, assignment)
+            base_cfg = validate(raw, f"--set {assignment}")
+    except ConfigError as err:
+        print(f"scifact_kd: {err}", file=sys.stderr)
+        return 2
     shown = {k: v for k, v in settings(args).items() if k != "data.path"}
     print("scifact_kd settings:")
     print(f"  data: {args.data}  base run dir: {base_cfg.run_dir}")

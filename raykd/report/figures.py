@@ -96,7 +96,7 @@ def plot_score_histograms(
     ax.set_title("All scored examples, by kind")
     ax.set_xlabel("raw teacher score")
     ax.set_ylabel("rows (estimated from the sample)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, framealpha=0.8)
     pool_neg = sample.scores["neg"]
     for i, train in enumerate(trains):
         ax = fig.add_subplot(rows, cols, i + 2)
@@ -127,7 +127,7 @@ def plot_score_histograms(
         ax.set_title(f"{train.strategy}: chosen candidate sets")
         ax.set_xlabel("raw teacher score")
         ax.set_ylabel("density")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, framealpha=0.8)
     fig.suptitle("Teacher score distributions")
     name = "score_histograms.png"
     _save(fig, out_dir, name)
