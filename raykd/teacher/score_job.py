@@ -15,6 +15,8 @@ from raykd.teacher.base import KEY_COLUMNS, ScorerSpec
 if TYPE_CHECKING:
     import ray.data
 
+BATCHES_PER_BLOCK = 4
+
 
 def actor_fault_tolerance() -> dict[str, Any]:
     """Scoring actors come back after a crash and their in-flight batches are retried.
@@ -29,14 +31,20 @@ def score_examples(ds: ray.data.Dataset, spec: ScorerSpec) -> ray.data.Dataset:
     """Tokenise (CPU tasks), then score in an autoscaling actor pool.
 
     The pre-stage output is materialised first: scoring actors on a small CPU node would
-    otherwise hold every core while the tokeniser tasks wait for one (a silent hang).
+    otherwise hold every core while the tokeniser tasks wait for one (a silent hang). It is then
+    cut into contiguous blocks of a few batches: an actor takes whole blocks, so one block per
+    length bucket would leave all but one actor idle, and contiguous cuts keep the buckets.
     """
     import ray.data
 
     if spec.prestage is not None:
-        ds = ds.map_batches(
-            spec.prestage, fn_kwargs=spec.prestage_kwargs, batch_size=spec.prestage_batch_size
-        ).materialize()
+        ds = (
+            ds.map_batches(
+                spec.prestage, fn_kwargs=spec.prestage_kwargs, batch_size=spec.prestage_batch_size
+            )
+            .repartition(target_num_rows_per_block=spec.batch_size * BATCHES_PER_BLOCK)
+            .materialize()
+        )
     return ds.map_batches(
         spec.actor_cls,
         fn_constructor_kwargs=spec.actor_kwargs,

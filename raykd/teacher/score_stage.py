@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raykd.data.schemas import SCORES
-from raykd.errors import InputError, StageError
+from raykd.errors import StageError
 from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 from raykd.run_dir import RunDir
@@ -36,8 +36,11 @@ def scores_schema(columns: tuple[str, ...]) -> pa.Schema:
     return pa.schema([*SCORES, *(pa.field(f"score_{c}", pa.float32()) for c in columns)])
 
 
+PARTIAL_ROOT = ".partial/score"
+
+
 def partial_dir(fingerprint: str) -> str:
-    return f".partial/score/{fingerprint}"
+    return f"{PARTIAL_ROOT}/{fingerprint}"
 
 
 def read_queries(run: RunDir, split: str) -> dict[str, str]:
@@ -100,7 +103,7 @@ def run_score(ctx: StageContext) -> StageResult:
 
     scored = skipped = 0
     score_time = 0.0
-    for k in shards:
+    for i, k in enumerate(shards):
         out_rel = f"{partial}/out/shard-{k:05d}.parquet"
         if run.exists(out_rel):
             skipped += 1
@@ -127,7 +130,7 @@ def run_score(ctx: StageContext) -> StageResult:
         log.info(
             "score: shard %d (%d/%d) %d pairs, %.1f pairs/s so far",
             k,
-            shards.index(k) + 1,
+            i + 1,
             len(shards),
             n_in,
             scored / score_time,
@@ -136,7 +139,8 @@ def run_score(ctx: StageContext) -> StageResult:
     n_out = assemble(ctx, partial, shards, schema)
     if n_out != n_total:
         raise StageError(f"scores hold {n_out} rows for {n_total} examples")
-    run.delete(partial)
+    # Partial work of other fingerprints (an interrupted run whose config then changed) goes too.
+    run.delete(PARTIAL_ROOT)
     pairs_per_s = scored / score_time if score_time else None
     if pairs_per_s is not None:
         log.info("score: %d pairs in %.1f s (%.1f pairs/s)", scored, score_time, pairs_per_s)
@@ -165,10 +169,7 @@ def assemble(ctx: StageContext, partial: str, shards: list[int], schema: pa.Sche
     total = 0
     for k in shards:
         src = run.path(f"{partial}/out/shard-{k:05d}.parquet")
-        meta = pq.read_metadata(src, filesystem=run.fs)
-        if meta.schema.to_arrow_schema().names != schema.names:
-            raise InputError(src, f"stale shard: columns {meta.schema.names} != {schema.names}")
-        total += meta.num_rows
+        total += pq.read_metadata(src, filesystem=run.fs).num_rows
         pafs.copy_files(
             src,
             f"{dest}/part-{k:05d}.parquet",
