@@ -57,4 +57,9 @@ def test_scifact_dev_bm25_and_minilm_zero_shot(ray_session, tmp_path):
     assert metrics["n_judged"] == 100
     for system, ref in REFERENCE.items():
         for measure, value in ref.items():
-            assert metrics[system][measure] == pytest.approx(value, abs=0.01), (system, measure)
+            # BM25 off by ~+0.045: raykd.mining.bm25 stems (PyStemmer); the reference does not.
+            assert metrics[system][measure] == pytest.approx(value, abs=0.01), (
+                system,
+                measure,
+                metrics[system][measure],
+            )
