@@ -133,7 +133,7 @@ def results_markdown(
     for strategy, runs in students.items():
         cells = [_fmt([r[m] for r in runs if m in r]) for m in MEASURES]
         lines.append(f"| student: {strategy} | " + " | ".join(cells) + f" | {len(runs)} |")
-    names = {"bm25": "BM25", "init": "init (all-MiniLM-L6-v2)", "teacher_rerank": "teacher rerank"}
+    names = {"bm25": "BM25", "init": "init (zero-shot)", "teacher_rerank": "teacher rerank"}
     for system, vals in baselines.items():
         cells = [_fmt([vals[m]] if m in vals else []) for m in MEASURES]
         lines.append(f"| {names.get(system, system)} | " + " | ".join(cells) + " | 1 |")
@@ -228,9 +228,11 @@ def main(argv: list[str] | None = None) -> int:
 
     table = results_markdown(baselines, students, args.seeds)
     title = (
-        f"SciFact dev, {'full' if args.full else 'CPU default'}: train queries "
-        f"{args.train_queries or 'all'}, m={args.m}, epochs={args.epochs}, seeds={args.seeds}, "
-        f"teacher={args.teacher or '0.3 z(BM25) + 0.7 z(cos MiniLM-L6)'}, init all-MiniLM-L6-v2"
+        f"{Path(args.data).name} {base_cfg.data.splits.eval}, "
+        f"{'full' if args.full else 'CPU default'}: train queries {args.train_queries or 'all'}, "
+        f"m={args.m}, epochs={args.epochs}, seeds={args.seeds}, "
+        f"teacher={args.teacher or '0.3 z(BM25) + 0.7 z(cos MiniLM-L6)'}, "
+        f"init {base_cfg.student.model}"
     )
     text = f"{title}\n\n{table}"
     print(text)
