@@ -12,13 +12,18 @@ from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
 from raykd.errors import InputError, StageError
 from raykd.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.ray_session import LOOPBACK_ENV, ensure_ray
-from raykd.run_dir import RunDir
+from raykd.run_dir import JOB_FILE, RunDir
 
 log = logging.getLogger("raykd")
 
 
 def _common(p: argparse.ArgumentParser, *, config_required: bool = True) -> None:
-    p.add_argument("--config", "-c", required=config_required, help="job YAML (see jobs/)")
+    p.add_argument(
+        "--config",
+        "-c",
+        required=config_required,
+        help="job YAML (see jobs/)" + ("" if config_required else "; default: the run dir's"),
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -37,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
         p = sub.add_parser(stage.name, help=f"run the {stage.name} stage")
-        _common(p)
+        _common(p, config_required=False)
         p.add_argument("--force", action="store_true", help="run even if the manifest matches")
     p = sub.add_parser("run", help="run every stage in order, skipping those that are current")
     _common(p)
@@ -61,7 +66,14 @@ def demo_config_path() -> str:
 
 
 def _load(args: argparse.Namespace) -> JobConfig:
-    return load_config(args.config, args.overrides, args.run_dir)
+    config = args.config
+    if config is None:
+        if not args.run_dir:
+            raise ConfigError("give --config, or --run-dir of a run that has one")
+        config = RunDir.open(args.run_dir).local_copy(JOB_FILE)
+        if config is None:
+            raise ConfigError(f"{args.run_dir}: no {JOB_FILE}; give --config")
+    return load_config(config, args.overrides, args.run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from raykd.config import JobConfig
-from raykd.run_dir import MANIFESTS, RunDir, Staging
+from raykd.config import JobConfig, dump_yaml
+from raykd.run_dir import JOB_FILE, MANIFESTS, RunDir, Staging
 
 log = logging.getLogger("raykd")
 
@@ -229,6 +229,7 @@ def run_stage(
     fp, inputs = fingerprint(stage, cfg, run)
     if before_run is not None:
         before_run()
+    run.write_text(JOB_FILE, dump_yaml(cfg))
     staging = run.new_staging(stage.name)
     log.info("%s: running (staging at %s)", stage.name, staging.rel)
     start = time.perf_counter()

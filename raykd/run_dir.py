@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 SUCCESS = "_SUCCESS"
+JOB_FILE = "job.yaml"  # the resolved config of the last stage run here
 MANIFESTS = "manifests"
 STAGING = ".staging"
 
@@ -82,20 +83,36 @@ class RunDir:
             return self.fs.get_file_info(self._own(f"{rel}/{SUCCESS}")).type == pafs.FileType.File
         return True
 
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a file atomically (temp file + move on local disk; single PUT on object stores)."""
+        target = self._own(rel)
+        self.fs.create_dir(posixpath.dirname(target), recursive=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}" if self.is_local else target
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(text.encode("utf-8"))
+        if tmp != target:
+            self.fs.move(tmp, target)
+
+    def local_copy(self, rel: str) -> str | None:
+        """A local path holding ``rel`` (downloaded from an object store), or None if absent."""
+        if not self.exists(rel):
+            return None
+        if self.is_local:
+            return self.path(rel)
+        import tempfile
+
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            data = f.read()
+        with tempfile.NamedTemporaryFile("wb", suffix=posixpath.basename(rel), delete=False) as t:
+            t.write(data)
+        return t.name
+
     def read_json(self, rel: str) -> Any:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return json.loads(f.read().decode("utf-8"))
 
     def write_json(self, rel: str, obj: Any) -> None:
-        """Write JSON atomically (temp file + move on local disk; single PUT on object stores)."""
-        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode("utf-8")
-        target = self._own(rel)
-        self.fs.create_dir(posixpath.dirname(target), recursive=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}" if self.is_local else target
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        if tmp != target:
-            self.fs.move(tmp, target)
+        self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
     def new_staging(self, stage: str) -> Staging:
         rel = f"{STAGING}/{stage}-{uuid.uuid4().hex[:10]}"
