@@ -45,7 +45,7 @@ ROWS_PER_FILE = 100_000
 def _read(ctx: StageContext, rel: str, columns: list[str], src: int) -> ray.data.Dataset:
     if not ctx.run.exists(rel):
         raise StageError(f"build needs {rel}/ in {ctx.run.uri}; run the upstream stages first")
-    ds = ray.data.read_parquet(ctx.run.uri_of(rel), columns=columns)
+    ds = ray.data.read_parquet(ctx.run.uri_of(rel)).select_columns(columns)
     return ds.map_batches(to_group, fn_args=(src,), batch_format="pyarrow", batch_size=None)
 
 
