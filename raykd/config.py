@@ -58,6 +58,9 @@ class MiningSection(Section):
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     bm25_stopwords: str | None = "en"
+    bm25_stemmer: str | None = Field(
+        None, description="PyStemmer language (e.g. 'english'); None: no stemming, as bm25s."
+    )
     dense_model: str | None = Field(None, description="Bi-encoder id or dir for 'dense'.")
     dense_pooling: Literal["cls", "mean"] = "mean"
     dense_normalize: bool = True

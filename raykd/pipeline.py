@@ -148,7 +148,15 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "eval",
         "raykd.evaluation.eval_stage:run_eval",
-        ("eval", "student", "teacher", "mining.bm25_k1", "mining.bm25_b", "mining.bm25_stopwords"),
+        (
+            "eval",
+            "student",
+            "teacher",
+            "mining.bm25_k1",
+            "mining.bm25_b",
+            "mining.bm25_stopwords",
+            "mining.bm25_stemmer",
+        ),
         ("prepare", "train", "teacher-train"),
         ("runs", "metrics.json"),
         needs=_eval_needs,

@@ -56,9 +56,7 @@ def bm25_run(ctx: StageContext, queries: dict[str, str], depth: int) -> Run:
     from raykd.mining.bm25 import BM25Retriever
 
     m = ctx.cfg.mining
-    retriever = BM25Retriever.from_corpus(
-        ctx.run.path("corpus"), ctx.run.fs, k1=m.bm25_k1, b=m.bm25_b, stopwords=m.bm25_stopwords
-    )
+    retriever = BM25Retriever.for_run(ctx.run, m)
     qids, texts = list(queries), list(queries.values())
     run: Run = {}
     start = time.perf_counter()

@@ -1,8 +1,8 @@
 """BM25 over a prepared corpus with bm25s: built by streaming the corpus Parquet, held in memory.
 
 Used by the ``mine`` stage (bm25 pools) and by eval (the BM25 baseline). Passages are indexed as
-``passage_text(title, text)``; lower-casing, stopwords and the Snowball English stemmer (when
-PyStemmer is installed) apply to passages and queries alike.
+``passage_text(title, text)``; lower-casing, stopwords and an optional PyStemmer stemmer apply to
+passages and queries alike. No stemming is the default, as in bm25s (and the SciFact reference).
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from bm25s.tokenization import Tokenizer
 
+from raykd.config import MiningSection
 from raykd.mining.dark_examples import passage_texts
+from raykd.run_dir import RunDir
 
 log = logging.getLogger("raykd")
 
 _BATCH = 1 << 14
 
 
-def _stemmer():
-    try:
-        import Stemmer
-    except ImportError:
-        log.warning("PyStemmer is not installed: BM25 runs without stemming")
+def _stemmer(language: str | None):
+    if language is None:
         return None
-    return Stemmer.Stemmer("english")
+    import Stemmer
+
+    return Stemmer.Stemmer(language)
 
 
 def _stopwords(name: str | None) -> str | list[str]:
@@ -51,6 +52,18 @@ class BM25Retriever:
         return len(self.pids)
 
     @classmethod
+    def for_run(cls, run: RunDir, mining: MiningSection) -> BM25Retriever:
+        """BM25 over a run's prepared corpus with the job's mining settings."""
+        return cls.from_corpus(
+            run.path("corpus"),
+            run.fs,
+            k1=mining.bm25_k1,
+            b=mining.bm25_b,
+            stopwords=mining.bm25_stopwords,
+            stemmer=mining.bm25_stemmer,
+        )
+
+    @classmethod
     def from_corpus(
         cls,
         corpus: str,
@@ -59,6 +72,7 @@ class BM25Retriever:
         k1: float = 1.5,
         b: float = 0.75,
         stopwords: str | None = "en",
+        stemmer: str | None = None,
     ) -> BM25Retriever:
         """Index a prepared corpus folder (Parquet with pid/title/text) batch by batch.
 
@@ -71,7 +85,7 @@ class BM25Retriever:
                 if "://" in corpus
                 else (pafs.LocalFileSystem(), corpus)
             )
-        tokenizer = Tokenizer(stopwords=_stopwords(stopwords), stemmer=_stemmer())
+        tokenizer = Tokenizer(stopwords=_stopwords(stopwords), stemmer=_stemmer(stemmer))
         ids: list[array] = []
         pids: list[pa.Array] = []
         start = time.perf_counter()

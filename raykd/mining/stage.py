@@ -53,9 +53,7 @@ def _bm25(ctx: StageContext, qids: list[str], texts: list[str]) -> pa.Table:
     from raykd.mining.bm25 import BM25Retriever
 
     m = ctx.cfg.mining
-    retriever = BM25Retriever.from_corpus(
-        ctx.run.path("corpus"), ctx.run.fs, k1=m.bm25_k1, b=m.bm25_b, stopwords=m.bm25_stopwords
-    )
+    retriever = BM25Retriever.for_run(ctx.run, m)
     pids: list[list[str]] = []
     scores = []
     start = time.perf_counter()

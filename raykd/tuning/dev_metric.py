@@ -130,9 +130,7 @@ def write_dev_set(cfg: JobConfig, run: RunDir) -> str:
         raise InputError(run.uri_of(f"qrels/{split}"), "no judged query to build a dev set from")
     rng = np.random.default_rng(tu.seed)
     picked = sorted(rng.choice(judged, size=min(tu.dev_queries, len(judged)), replace=False))
-    bm25 = BM25Retriever.from_corpus(
-        run.path("corpus"), run.fs, k1=m.bm25_k1, b=m.bm25_b, stopwords=m.bm25_stopwords
-    )
+    bm25 = BM25Retriever.for_run(run, m)
     ranked, _ = bm25.retrieve([texts[q] for q in picked], tu.dev_depth)
     wanted = sorted({p for pids in ranked for p in pids})
     corpus = _table(run, "corpus", ["pid", "title", "text"], pc.field("pid").isin(wanted))
