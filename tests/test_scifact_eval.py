@@ -55,11 +55,9 @@ def test_scifact_dev_bm25_and_minilm_zero_shot(ray_session, tmp_path):
     )
     metrics = RunDir.open(run_dir).read_json("metrics.json")
     assert metrics["n_judged"] == 100
-    for system, ref in REFERENCE.items():
-        for measure, value in ref.items():
-            # BM25 off by ~+0.045: raykd.mining.bm25 stems (PyStemmer); the reference does not.
-            assert metrics[system][measure] == pytest.approx(value, abs=0.01), (
-                system,
-                measure,
-                metrics[system][measure],
-            )
+    got = {s: {m: round(metrics[s][m], 4) for m in ref} for s, ref in REFERENCE.items()}
+    print("scifact dev:", got)
+    # BM25 is off by ~+0.045 while raykd.mining.bm25 stems (PyStemmer); the reference does not.
+    assert got == {
+        s: {m: pytest.approx(v, abs=0.01) for m, v in ref.items()} for s, ref in REFERENCE.items()
+    }
