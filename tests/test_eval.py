@@ -161,8 +161,13 @@ def test_eval_stage_all_systems(ray_session, demo_config, demo_collection, tmp_p
         recomputed = evaluate(qrels, trec, metrics["measures"], 1)
         assert recomputed == pytest.approx(metrics[system], abs=1e-12)
         assert 0.0 <= metrics[system]["RR@10"] <= 1.0
-    # The stand-in student is the initial checkpoint: identical runs.
-    assert read_run(run.path("runs/student.trec")) == read_run(run.path("runs/init.trec"))
+    # The stand-in student is the initial checkpoint: the same rankings, scores equal up to
+    # float32 rounding (batch composition differs between the two encodings).
+    student, init = read_run(run.path("runs/student.trec")), read_run(run.path("runs/init.trec"))
+    assert student.keys() == init.keys()
+    for qid in init:
+        assert student[qid].keys() == init[qid].keys()
+        assert list(student[qid].values()) == pytest.approx(list(init[qid].values()), abs=1e-5)
     # The reranked run holds exactly BM25's top 10 per query.
     bm25 = read_run(run.path("runs/bm25.trec"))
     reranked = read_run(run.path("runs/teacher_rerank.trec"))
