@@ -133,6 +133,9 @@ def fit(
     return {**result.return_value, "steps_per_epoch": steps, "rows": n_rows}
 
 
+READ_CPUS = 0.25
+
+
 def run_train(ctx: StageContext) -> StageResult:
     import ray.data
 
@@ -140,7 +143,10 @@ def run_train(ctx: StageContext) -> StageResult:
     source = ctx.run.uri_of(f"train/{cfg.candidates.strategy}")
     if cfg.student.model is None:
         raise InputError("config", "student.model is not set")
-    ds = ray.data.read_parquet(source)
+    # A fraction of a CPU per read: the trainer's workers already hold most of a small node, and
+    # a whole-CPU read task can wait forever behind them (or behind a reservation a stopped Tune
+    # trial leaked).
+    ds = ray.data.read_parquet(source, ray_remote_args={"num_cpus": READ_CPUS})
     missing = [c for c in TRAIN.names if c not in ds.schema().names]
     if missing:
         raise InputError(source, f"missing columns {missing} (expected {TRAIN.names})")

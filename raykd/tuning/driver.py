@@ -56,11 +56,12 @@ def trial_config(base: JobConfig, values: dict[str, Any], run_dir: str, dev_set:
 def max_concurrent(resources: dict[str, float], train: TrainSection) -> int:
     """Trials that fit at once: each needs num_workers x (cpus_per_worker, 1 GPU if use_gpu).
 
-    One CPU of the cluster is kept for the Ray Data tasks that feed the trainers: with every CPU
-    held by train workers, their dataset reads never get scheduled.
+    Each trial also keeps one CPU for the Ray Data tasks that build and feed it: with those held
+    by other trials' workers, its reads never get scheduled and the sweep deadlocks (seen on 2
+    CPUs with 2 concurrent trials).
     """
-    cpu = train.num_workers * train.cpus_per_worker + DRIVER_CPU
-    n = int(max(0.0, resources.get("CPU", 0.0) - 1.0) // cpu)
+    cpu = train.num_workers * train.cpus_per_worker + DRIVER_CPU + 1.0
+    n = int(resources.get("CPU", 0.0) // cpu)
     if train.use_gpu:
         n = min(n, int(resources.get("GPU", 0.0) // train.num_workers))
     return max(1, n)
@@ -235,18 +236,4 @@ def write_results(run: RunDir, summary: TuneSummary, params: list[str], metric: 
         ("tune/results.csv", buf.getvalue()),
         ("tune/best.yaml", best_yaml),
     ):
-        _write_text(run, rel, text)
-
-
-def _write_text(run: RunDir, rel: str, text: str) -> None:
-    """Write a small text file in one PUT (object stores) or temp file + rename (local)."""
-    import posixpath
-    import uuid
-
-    target = run.path(rel)
-    run.fs.create_dir(posixpath.dirname(target), recursive=True)
-    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}" if run.is_local else target
-    with run.fs.open_output_stream(tmp) as f:
-        f.write(text.encode("utf-8"))
-    if tmp != target:
-        run.fs.move(tmp, target)
+        run.write_text(rel, text)
