@@ -29,10 +29,13 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
         ray.init(address=target)
         log.info("joined Ray cluster at %s", target)
         return
+    # The dashboard serves the State API, which Ray Train's placement-group cleaner needs: without
+    # it, a Tune trial stopped inside fit() keeps its workers' reservation. It binds to loopback.
     ray.init(
         num_cpus=cfg.num_cpus,
         num_gpus=cfg.num_gpus,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         logging_level=logging.WARNING,
     )
     log.info("started a local Ray on loopback with %s", ray.cluster_resources())

@@ -23,7 +23,10 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        # The dashboard's State API lets Ray Train release a stopped trial's placement group.
+        ray.init(
+            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR"
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import time
 
 import pyarrow as pa
@@ -87,14 +86,8 @@ def test_max_concurrent_from_cluster_resources():
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.skipif(
-    os.environ.get("RAYKD_TUNE_E2E") != "1",
-    reason="opt-in (RAYKD_TUNE_E2E=1): when Tune stops a trial inside TorchTrainer.fit (ASHA, or "
-    "max_t reached on a reported epoch), Ray 2.60 Train V2 keeps that trial's worker placement "
-    "group, and on a 2-CPU machine the next trial's data feed is never scheduled (hangs)",
-)
-def test_four_trial_sweep(ray_session, demo_config, tmp_path):
-    """A 4-trial sweep over shared scores, with its results table and a runnable best.yaml."""
+def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
+    """A 4-trial ASHA sweep over shared scores: early stops, results table, runnable best.yaml."""
     from raykd.pipeline import run_pipeline
     from raykd.tuning.driver import run_tune
 
@@ -109,7 +102,7 @@ def test_four_trial_sweep(ray_session, demo_config, tmp_path):
     raw["tune"].update(
         {
             "num_samples": 4,
-            "grace_period": 2,
+            "grace_period": 1,
             "reduction_factor": 2,
             "search": "random",
             "dev_queries": 20,
@@ -127,7 +120,8 @@ def test_four_trial_sweep(ray_session, demo_config, tmp_path):
     rows = summary.rows
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
     assert all(r["nDCG@10"] is not None and 0.0 <= r["nDCG@10"] <= 1.0 for r in rows)
-    assert all(r["epochs"] == 2 for r in rows)
+    assert all(1 <= r["epochs"] <= 2 for r in rows)
+    assert min(r["epochs"] for r in rows) < 2, "ASHA stopped no trial early"
     assert rows[0]["nDCG@10"] == max(r["nDCG@10"] for r in rows)
 
     with open(run.path("tune/results.csv")) as f:
