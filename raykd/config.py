@@ -241,7 +241,15 @@ class EvalSection(Section):
         "student",
         "teacher_rerank",
     ]
-    rerank_depth: int = Field(100, ge=1, description="BM25 top-k the teacher reranks.")
+    rerank_depth: int = Field(
+        100, ge=1, description="Top-k of each rerank source that the teacher reranks."
+    )
+    rerank_sources: list[Literal["bm25", "dense"]] = Field(
+        ["bm25"],
+        min_length=1,
+        description="First stages whose top rerank_depth, merged per query, the teacher "
+        "reranks: bm25 (mining.bm25_*) and/or dense (mining.dense_*), as the mine stage pools.",
+    )
     query_max_length: int | None = Field(
         None, ge=1, description="Query tokens at eval; None: student.max_query_length."
     )

@@ -217,3 +217,43 @@ def test_eval_student_without_student_dir_is_an_error(ray_session, demo_config, 
     with pytest.raises(StageError, match="run the train stage first"):
         run_stage(stage_by_name("eval"), cfg, run)
     assert not run.exists("metrics.json")
+
+
+def test_teacher_reranks_the_union_of_bm25_and_dense(ray_session, demo_config, tmp_path):
+    """rerank_sources [bm25, dense]: the reranked pool per query is exactly BM25's top 10 plus
+    the mining bi-encoder's top 10, which is the init's run when it is the same model."""
+    from raykd.config import validate
+    from raykd.pipeline import run_stage, stage_by_name
+
+    raw = _eval_config(
+        demo_config, tmp_path, systems=["bm25", "init", "teacher_rerank"]
+    ).model_dump(mode="json")
+    raw["eval"].update(rerank_sources=["bm25", "dense"], passage_max_length=64)
+    raw["mining"].update(
+        dense_model=raw["student"]["model"], dense_pooling="mean", dense_max_length=64
+    )
+    raw["student"]["max_query_length"] = 64
+    cfg = validate(raw, "test")
+    run = _prepare(cfg)
+    assert run_stage(stage_by_name("eval"), cfg, run)
+
+    bm25 = truncate_run(read_run(run.path("runs/bm25.trec")), 10)
+    dense = truncate_run(read_run(run.path("runs/init.trec")), 10)
+    reranked = read_run(run.path("runs/teacher_rerank.trec"))
+    assert reranked.keys() == bm25.keys()
+    for qid, docs in reranked.items():
+        assert set(docs) == set(bm25[qid]) | set(dense[qid])
+    # The dense source adds passages BM25 missed (the demo's lexical mismatch).
+    assert sum(len(d) for d in reranked.values()) > sum(len(d) for d in bm25.values())
+    settings = run.read_json("metrics.json")["settings"]
+    assert settings["rerank_sources"] == ["bm25", "dense"]
+
+
+def test_dense_rerank_source_needs_a_dense_model(ray_session, demo_config, tmp_path):
+    from raykd.pipeline import run_stage, stage_by_name
+
+    cfg = _eval_config(demo_config, tmp_path, systems=["teacher_rerank"], rerank_sources=["dense"])
+    run = _prepare(cfg)
+    with pytest.raises(StageError, match="mining.dense_model is not set"):
+        run_stage(stage_by_name("eval"), cfg, run)
+    assert not run.exists("metrics.json")

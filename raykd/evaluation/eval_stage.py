@@ -5,7 +5,9 @@ Systems:
 - ``bm25``: BM25 over the corpus (``mining.bm25_*``), to ``eval.depth``;
 - ``init``: the student's initial checkpoint (``student.model``) zero-shot, dense retrieval;
 - ``student``: the trained student (``student/``, committed by ``train``), dense retrieval;
-- ``teacher_rerank``: the teacher reranking BM25's top ``eval.rerank_depth``.
+- ``teacher_rerank``: the teacher reranking a first-stage pool: the top ``eval.rerank_depth`` of
+  each of ``eval.rerank_sources`` (BM25, and/or the mining bi-encoder), merged per query. The
+  teacher's per-query normalisation (ensembles) runs over that pool.
 
 Each writes ``runs/<system>.trec``; ``metrics.json`` holds ``{system: {measure: value}}`` plus
 ``split``, ``systems`` (row order), ``measures``, query counts, timings and the settings used.
@@ -106,10 +108,45 @@ def check_inputs(ctx: StageContext, systems: list[str]) -> None:
         if not ctx.run.is_local:
             raise StageError("evaluating the trained student needs a local run directory")
     if "teacher_rerank" in systems:
+        if "dense" in cfg.eval.rerank_sources and not cfg.mining.dense_model:
+            raise StageError("eval.rerank_sources has 'dense' but mining.dense_model is not set")
         if cfg.teacher.kind in ("cross_encoder", "bi_encoder") and not (
             cfg.teacher.model or cfg.teacher.train is not None
         ):
             raise StageError("eval.systems has 'teacher_rerank' but teacher.model is not set")
+
+
+def rerank_pool(ctx: StageContext, queries: dict[str, str], bm25_full: Run | None) -> Run:
+    """The pool the teacher reranks: each rerank source's top ``eval.rerank_depth``, merged per
+    query (a passage keeps its first source's score; the teacher replaces every score)."""
+    ev = ctx.cfg.eval
+    runs: list[Run] = []
+    for source in ev.rerank_sources:
+        if source == "bm25":
+            assert bm25_full is not None
+            runs.append(truncate_run(bm25_full, ev.rerank_depth))
+        else:
+            from raykd.mining.dense import dense_run
+
+            emb = "embeddings/rerank_dense"
+            runs.append(
+                dense_run(
+                    ctx.run.uri_of("corpus"),
+                    ctx.staging.uri(emb),
+                    list(queries),
+                    list(queries.values()),
+                    ctx.cfg.mining,
+                    ev.rerank_depth,
+                )
+            )
+            ctx.run.delete(f"{ctx.staging.rel}/{emb}")
+    pool: Run = {}
+    for run in runs:
+        for qid, docs in run.items():
+            merged = pool.setdefault(qid, {})
+            for pid, score in docs.items():
+                merged.setdefault(pid, score)
+    return pool
 
 
 def _write_run(ctx: StageContext, rel: str, run: Run, tag: str) -> None:
@@ -141,7 +178,7 @@ def run_eval(ctx: StageContext) -> StageResult:
     )
 
     bm25_full: Run | None = None
-    if "bm25" in systems or "teacher_rerank" in systems:
+    if "bm25" in systems or ("teacher_rerank" in systems and "bm25" in ev.rerank_sources):
         bm25_full = bm25_run(ctx, queries, max(ev.depth, ev.rerank_depth))
 
     metrics: dict[str, Any] = {}
@@ -170,10 +207,10 @@ def run_eval(ctx: StageContext) -> StageResult:
             )
             ctx.run.delete(f"{ctx.staging.rel}/{emb}")
         else:  # teacher_rerank
-            assert bm25_full is not None
-            first = truncate_run(bm25_full, ev.rerank_depth)
-            passages = fetch_passages(ctx.run, run_pids(first), "bm25 run")
-            run = rerank_teacher(first, queries, passages, cfg, ctx.run, source="bm25 run")
+            first = rerank_pool(ctx, queries, bm25_full)
+            source = "+".join(ev.rerank_sources) + " pool"
+            passages = fetch_passages(ctx.run, run_pids(first), source)
+            run = rerank_teacher(first, queries, passages, cfg, ctx.run, source=source)
         _write_run(ctx, f"runs/{system}.trec", run, system)
         metrics[system] = evaluate(qrels, run, ev.measures, ev.rel_threshold)
         wall[system] = round(time.perf_counter() - start, 3)
@@ -218,6 +255,15 @@ def settings(ctx: StageContext) -> dict[str, Any]:
     }
     if "teacher_rerank" in ev.systems:
         out["rerank_depth"] = ev.rerank_depth
+        out["rerank_sources"] = list(ev.rerank_sources)
+        if "dense" in ev.rerank_sources:
+            m = cfg.mining
+            out["rerank_dense"] = {
+                "model": m.dense_model,
+                "pooling": m.dense_pooling,
+                "normalize": m.dense_normalize,
+                "max_length": m.dense_max_length,
+            }
         out["teacher"] = {
             "kind": cfg.teacher.kind,
             "model": cfg.teacher.model,
