@@ -72,6 +72,11 @@ class MiningSection(Section):
     use_gpu: bool = False
     min_actors: int = 1
     max_actors: int = 1
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Torch threads per CPU encoding actor (Ray pins actors to one thread).",
+    )
     seed: int = 0
 
 
@@ -203,6 +208,9 @@ class TrainSection(Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0, description="Leave CPUs for Ray Data reads.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per CPU worker (Ray pins workers to one thread)."
+    )
     lr: float = 5e-5
     weight_decay: float = 0.01
     batch_size: int = Field(128, ge=1, description="Global batch (queries) per step.")
@@ -261,6 +269,11 @@ class EvalSection(Section):
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     min_actors: int = 1
     max_actors: int = 1
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Torch threads per CPU encoding actor (Ray pins actors to one thread).",
+    )
 
 
 class TuneSection(Section):

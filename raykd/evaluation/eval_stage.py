@@ -204,6 +204,7 @@ def run_eval(ctx: StageContext) -> StageResult:
                 dtype=ev.dtype,
                 min_actors=ev.min_actors,
                 max_actors=ev.max_actors,
+                torch_threads=ev.torch_threads,
             )
             ctx.run.delete(f"{ctx.staging.rel}/{emb}")
         else:  # teacher_rerank

@@ -56,4 +56,5 @@ def dense_run(
         use_gpu=m.use_gpu,
         min_actors=m.min_actors,
         max_actors=m.max_actors,
+        torch_threads=m.torch_threads,
     )

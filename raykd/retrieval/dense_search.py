@@ -114,6 +114,7 @@ def dense_retrieve(
     dtype: str = "fp32",
     min_actors: int = 1,
     max_actors: int = 1,
+    torch_threads: int | None = None,
 ) -> Run:
     """Encode the corpus into ``embeddings_uri`` (a fresh folder), then search the queries."""
     encode_corpus(
@@ -128,6 +129,7 @@ def dense_retrieve(
         dtype=dtype,
         min_actors=min_actors,
         max_actors=max_actors,
+        torch_threads=torch_threads,
     )
     query_vecs = encode_queries(model, texts, batch_size, dtype)
     return search_embeddings(embeddings_uri, qids, query_vecs, depth, spec)

@@ -47,8 +47,14 @@ class _EncodeBatch:
         max_length: int,
         dtype: str,
         batch_size: int,
+        torch_threads: int | None = None,
     ) -> None:
         from raykd.retrieval.encoder import TextEncoder
+
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
 
         self.encoder = TextEncoder(
             model, pooling=pooling, normalize=normalize, max_length=max_length, dtype=dtype
@@ -77,11 +83,13 @@ def encode_corpus(
     dtype: str = "fp32",
     min_actors: int = 1,
     max_actors: int = 1,
+    torch_threads: int | None = None,
 ) -> int:
     """Encode every passage of ``corpus_uri`` into Parquet shards under ``out_uri``.
 
     ``out_uri`` must be a fresh folder (Ray Data appends to existing ones). ``batch_size`` is
-    the rows per actor call and per forward pass; each actor takes one GPU when ``use_gpu``.
+    the rows per actor call and per forward pass; each actor takes one GPU when ``use_gpu``,
+    else one CPU of Ray's and ``torch_threads`` torch threads (Ray's default for it: one).
     Returns the number of passages written.
     """
     start = time.perf_counter()
@@ -95,6 +103,7 @@ def encode_corpus(
             "max_length": max_length,
             "dtype": dtype,
             "batch_size": batch_size,
+            "torch_threads": torch_threads,
         },
         batch_size=int(batch_size),
         batch_format="pyarrow",

@@ -53,6 +53,7 @@ class LoopParams:
     report_every: int
     checkpoint_every_steps: int | None
     seed: int
+    torch_threads: int | None = None  # Ray Train pins a CPU worker to one thread otherwise
 
     @property
     def micro_batch(self) -> int:
@@ -194,6 +195,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     job = JobConfig.model_validate(config["job"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if params.torch_threads:
+        torch.set_num_threads(params.torch_threads)
     torch.manual_seed(params.seed)
     task = make_task(config["task"], job, config["model_dir"])
     if params.grad_checkpointing:

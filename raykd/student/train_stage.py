@@ -51,6 +51,7 @@ def loop_params(tr: TrainSection) -> LoopParams:
         report_every=tr.report_every,
         checkpoint_every_steps=tr.checkpoint_every_steps,
         seed=tr.seed,
+        torch_threads=tr.torch_threads,
     )
 
 
