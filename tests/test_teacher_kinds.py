@@ -213,3 +213,35 @@ def test_ensemble_scores_dark_examples_through_the_score_stage(
     dark = scores[scores["kind"].isin(["rein", "mask"])]
     assert len(dark) and np.isfinite(dark[cols].to_numpy()).all()
     assert run.read_json("manifests/score.json")["info"]["shards"] >= 2
+
+
+def test_bi_encoder_cache_encodes_each_text_once_and_evicts_least_recent(demo_collection):
+    from raykd.teacher.bi_encoder import BiEncoderScorer
+
+    scorer = BiEncoderScorer(
+        str(demo_collection.student_dir),
+        query_max_length=8,
+        passage_max_length=16,
+        device="cpu",
+        cache_size=3,
+    )
+    encoded: list[list[str]] = []
+    real = scorer.encoder.encode
+
+    def counting(texts, batch_size):
+        encoded.append(list(texts))
+        return real(texts, batch_size)
+
+    scorer.encoder.encode = counting
+    first = scorer.score(["rain", "rain"], ["clouds", "sun"])
+    assert encoded == [["rain"], ["clouds", "sun"]]
+    again = scorer.score(["rain"], ["clouds"])
+    assert encoded[2:] == []
+    np.testing.assert_allclose(again, first[:1], rtol=1e-6)
+    # A text as a query and as a passage differ (two lengths): both are new here.
+    scorer.score(["sun"], ["rain"])
+    assert encoded[2:] == [["sun"], ["rain"]]
+    # Capacity 3: (8, sun), (16, rain) and, touched last before them, (16, clouds) remain.
+    assert list(scorer._cache) == [(16, "clouds"), (8, "sun"), (16, "rain")]
+    scorer.score(["rain"], ["sun"])
+    assert encoded[4:] == [["rain"], ["sun"]]
