@@ -214,6 +214,12 @@ class TrainSection(Section):
     lr: float = 5e-5
     weight_decay: float = 0.01
     batch_size: int = Field(128, ge=1, description="Global batch (queries) per step.")
+    shuffle_buffer: int = Field(
+        0,
+        ge=0,
+        description="Rows each worker shuffles per epoch; 0: the build's order (by qid), which "
+        "keeps a seed's run reproducible (Ray Data's local shuffle is not, even seeded).",
+    )
     grad_accum: int = Field(1, ge=1)
     warmup_steps: int = 100
     zero_stage: int = Field(0, ge=0, le=3)

@@ -127,6 +127,28 @@ def test_dark_applies_self_paced_subset(ray_session, demo_config, prepared_run, 
     assert info["kept_total"] == steps * 6 + steps * 4
 
 
+def _student_weights(run: RunDir) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(Path(run.path("student")) / "model.safetensors"))
+
+
+def test_train_seed_reaches_dropout_and_order(ray_session, demo_config, prepared_run, tmp_path):
+    """The same seed trains the same student; another seed (dropout masks, shuffled order)
+    trains a different one, so seeds of a deterministic strategy (topk) are real repeats."""
+    weights = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = train_config(demo_config, tmp_path / name, epochs=1, batch_size=8, seed=seed)
+        run = RunDir.open(cfg.run_dir)
+        write_train_set(prepared_run, run, "topk")
+        assert run_stage(stage_by_name("train"), cfg, run)
+        weights[name] = _student_weights(run)
+    assert weights["a"].keys() == weights["c"].keys()
+    for key in weights["a"]:
+        np.testing.assert_array_equal(weights["a"][key], weights["b"][key])
+    assert any(not np.array_equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+
 def test_unreadable_batch_size_is_an_input_error(ray_session, demo_config, prepared_run, tmp_path):
     from raykd.errors import InputError
 

@@ -54,6 +54,7 @@ class LoopParams:
     checkpoint_every_steps: int | None
     seed: int
     torch_threads: int | None = None  # Ray Train pins a CPU worker to one thread otherwise
+    shuffle_buffer: int = 0  # rows shuffled per worker each epoch; 0: read order
 
     @property
     def micro_batch(self) -> int:
@@ -238,20 +239,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     shard = ray.train.get_dataset_shard("train")
     meter = _Meter()
+    # from_pretrained leaves the model in eval mode: dropout is part of fine-tuning.
+    engine.train()
     for epoch in range(state["epochs_done"] + 1, params.epochs + 1):
         skip = state["micro_in_epoch"]
+        shuffle = (
+            {
+                "local_shuffle_buffer_size": params.shuffle_buffer,
+                "local_shuffle_seed": params.seed * 1_000_003 + epoch,
+            }
+            if params.shuffle_buffer
+            else {}
+        )
         batches = shard.iter_torch_batches(
             batch_size=params.micro_batch,
             collate_fn=task.collate,
             drop_last=True,
             device=device,
             prefetch_batches=2,
+            **shuffle,
         )
         for i, batch in enumerate(batches):
             if i >= micro_per_epoch:
                 break
             if i < skip:  # consumed before the checkpoint this run resumed from
                 continue
+            # Dropout draws from the global generator, which other threads of the worker also
+            # use: seeding each micro-batch keeps its masks a function of (seed, epoch, i) alone.
+            torch.manual_seed(hash((params.seed, rank, epoch, i)))
             out = engine(batch)
             loss, metrics = task.loss(out, batch, epoch)
             engine.backward(loss)

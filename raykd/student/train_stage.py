@@ -52,6 +52,7 @@ def loop_params(tr: TrainSection) -> LoopParams:
         checkpoint_every_steps=tr.checkpoint_every_steps,
         seed=tr.seed,
         torch_threads=tr.torch_threads,
+        shuffle_buffer=tr.shuffle_buffer,
     )
 
 
