@@ -98,12 +98,13 @@ def test_order_ids_and_texts(augmented, demo_collection):
             masked = tok(r["text"], add_special_tokens=False)["input_ids"]
             assert masked.count(tok.mask_token_id) == round(ratio * n) > 0
             assert r["text"] != corpus[pid]
-    # Reinforced negatives are the top-n_rein pool negatives by rank, source order breaking ties.
+    # Reinforced negatives are the top-n_rein pool negatives: retrieved before random, then by
+    # rank, source order breaking ties.
     prio = {s: i for i, s in enumerate(cfg.mining.sources)}
     for (q, _), negs in rein_by_query.items():
         ranked = sorted(
             (p for p in pool.values() if p["qid"] == q),
-            key=lambda p: (p["rank"], prio[p["source"]], p["pid"]),
+            key=lambda p: (p["source"] == "random", p["rank"], prio[p["source"]], p["pid"]),
         )
         assert sorted(negs) == sorted(p["pid"] for p in ranked[: cfg.augment.n_rein])
 

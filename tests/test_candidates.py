@@ -187,6 +187,14 @@ def test_dark_layout_pairs_rein_with_chosen_negatives():
         dark_candidates(pool, 2, base=np.array([0, 1]))
 
 
+def test_dark_base_chooses_among_twinned_negatives():
+    pool = dark_pool()
+    # n0 and n2 have twins: top-2 by teacher among them is n2 (2.0), n0 (1.0), not n1 (3.0).
+    assert select_candidates(pool, "dark", 2).tolist() == [3, 1, 4, 5, 6, 7, 8]
+    # Two twinned negatives for m=3: the base strategy chooses among all, n1 first.
+    assert select_candidates(pool, "dark", 3).tolist() == [2, 3, 1, 4, 5, 6, 7, 8]
+
+
 # --- margin ----------------------------------------------------------------------------------
 
 

@@ -38,8 +38,9 @@ def select_candidates(
     """Indices into ``pool`` of the candidates ``strategy`` picks (positives never included).
 
     random / topk / stratified return ``m`` "neg" rows (see each function for the order).
-    dark returns ``m`` negatives chosen by ``dark_base`` (with the same options), then their
-    reinforced twins, then the masked positives (all, or ``n_masked``): see ``dark_candidates``.
+    dark returns ``m`` negatives chosen by ``dark_base`` (with the same options) among those with
+    a reinforced twin (among all when fewer than ``m`` have one), then their twins, then the
+    masked positives (all, or ``n_masked``): see ``dark_candidates``.
 
     ``margin`` (not None) first drops negatives by the teacher-margin filter; indices still refer
     to the unfiltered pool. When too few negatives (or masked positives) remain:
@@ -49,7 +50,7 @@ def select_candidates(
     keep = np.arange(len(pool)) if margin is None else np.flatnonzero(margin_keep(pool, margin))
     sub = pool if margin is None else pool.subset(keep)
 
-    def negatives(name: str) -> np.ndarray:
+    def negatives(name: str, sub: QueryPool) -> np.ndarray:
         if name == "random":
             return random_negatives(sub, m, seed, on_short=on_short)
         if name == "topk":
@@ -67,15 +68,23 @@ def select_candidates(
         raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
 
     if strategy == "dark":
+        # ADAM's originals are the negatives the reinforced twins were built from (augment's
+        # top n_rein): the base strategy chooses among them when there are enough.
+        twinned = np.isin(sub.ids, sub.parents[sub.kind_mask("rein")]) & sub.kind_mask("neg")
+        if twinned.sum() >= m:
+            among = np.flatnonzero(twinned | ~sub.kind_mask("neg"))
+            base = among[negatives(dark_base, sub.subset(among))]
+        else:
+            base = negatives(dark_base, sub)
         # The masked-positive draw gets its own stream so it does not shift with the base draw.
         picked = dark_candidates(
             sub,
             m,
-            base=negatives(dark_base),
+            base=base,
             n_masked=n_masked,
             seed=np.random.default_rng([seed, 1]),
             on_short=on_short,
         )
     else:
-        picked = negatives(strategy)
+        picked = negatives(strategy, sub)
     return keep[picked]

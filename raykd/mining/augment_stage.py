@@ -2,7 +2,8 @@
 
 Per training query (schema EXAMPLES; texts follow ``raykd.mining.dark_examples``):
 ``pos`` per positive, ``neg`` per pool negative, ``rein`` per positive x top-``n_rein`` pool
-negatives (pool rank, then source order), ``mask`` per positive x ``mask_ratios``.
+negatives (retrieved before random, then pool rank, then source order: ADAM reinforces hard
+negatives, and a random draw's "rank" ranks nothing), ``mask`` per positive x ``mask_ratios``.
 
 The driver plans the rows (ids only: bounded by queries x pool size). Ray Data reads the corpus
 in one streaming pass keeping only the needed pids, then actors attach the texts and tokenise
@@ -49,12 +50,12 @@ def plan_examples(
     negs: dict[str, list[tuple[int, int, str]]] = {}
     cols = (pool.column(c).to_pylist() for c in ("qid", "pid", "rank", "source"))
     for q, p, r, s in zip(*cols, strict=True):
-        negs.setdefault(q, []).append((r, prio.get(s, len(prio)), p))
+        negs.setdefault(q, []).append((s == "random", r, prio.get(s, len(prio)), p))
     rows: list[tuple] = []
     empty = []
     for qid in sorted(qids):
         pos = sorted(positives[qid])
-        ranked = [p for _, _, p in sorted(negs.get(qid, []))]
+        ranked = [p for *_, p in sorted(negs.get(qid, []))]
         if not ranked:
             empty.append(qid)
         per_kind = {
