@@ -56,6 +56,17 @@ def test_ragged_many_queries_match_one_by_one():
         assert table["range"][i] == pytest.approx(np.ptp(s))
 
 
+def test_describe_entropy_at_the_distillation_temperature():
+    # [0, 1]: at T=1 nearly uniform (log 2 = 0.693); at T=0.05, softmax([0, 20]) is peaked.
+    scores, mask = pad_ragged([[0.0, 1.0]])
+    assert describe(scores, mask)["entropy"][0] == pytest.approx(
+        softmax_entropy(np.array([0.0, 1.0]))
+    )
+    p = 1 / (1 + np.exp(20.0))
+    peaked = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert describe(scores, mask, temperature=0.05)["entropy"][0] == pytest.approx(peaked)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="finite"):
         score_variance(np.array([1.0, np.inf]))

@@ -97,14 +97,16 @@ def score_range(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarra
     return _out(np.where(m, s, -np.inf).max(axis=1) - np.where(m, s, np.inf).min(axis=1), scores)
 
 
-def describe(scores: np.ndarray, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """All diagnostics per query as arrays [Q]: n, entropy, entropy_norm, sum_entropy,
-    variance, range."""
+def describe(
+    scores: np.ndarray, mask: np.ndarray | None = None, temperature: float = 1.0
+) -> dict[str, np.ndarray]:
+    """All diagnostics per query as arrays [Q]: n, entropy and entropy_norm (of softmax at
+    ``temperature``), sum_entropy, variance, range."""
     s, m = _prepare(scores, mask)
     return {
         "n": m.sum(axis=1),
-        "entropy": softmax_entropy(s, m),
-        "entropy_norm": softmax_entropy(s, m, normalise=True),
+        "entropy": softmax_entropy(s, m, temperature=temperature),
+        "entropy_norm": softmax_entropy(s, m, temperature=temperature, normalise=True),
         "sum_entropy": sum_normalised_entropy(s, m),
         "variance": score_variance(s, m),
         "range": score_range(s, m),

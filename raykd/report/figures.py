@@ -153,26 +153,27 @@ def plot_score_histograms(
     return FigureFile(name, "Teacher scores by kind", caption)
 
 
-def _set_diagnostics(sets: list[np.ndarray]) -> dict[str, np.ndarray]:
+def _set_diagnostics(sets: list[np.ndarray], temperature: float) -> dict[str, np.ndarray]:
     if not sets:
         return {"entropy": np.empty(0), "variance": np.empty(0), "range": np.empty(0)}
-    return describe(*pad_ragged(sets))
+    return describe(*pad_ragged(sets), temperature=temperature)
 
 
 DIAG_PANELS = (
-    ("entropy", "entropy of softmax(teacher) [nats]"),
+    ("entropy", "entropy of softmax(teacher / T) [nats]"),
     ("variance", "variance of teacher scores"),
     ("range", "range (max − min) of teacher scores"),
 )
 
 
 def plot_set_diagnostics(
-    sample: ScoreSample, trains: Sequence[TrainSample], out_dir: Path
+    sample: ScoreSample, trains: Sequence[TrainSample], out_dir: Path, temperature: float = 1.0
 ) -> FigureFile:
-    """Per-query entropy, variance and range of the candidate set, per strategy beside the
-    full pool's."""
-    groups = [(POOL_LABEL, _set_diagnostics(sample.pools))]
-    groups += [(t.strategy, _set_diagnostics(t.teacher)) for t in trains]
+    """Per-query entropy (of the softmax the student is distilled towards: teacher scores over
+    ``temperature``), variance and range of the candidate set, per strategy beside the full
+    pool's."""
+    groups = [(POOL_LABEL, _set_diagnostics(sample.pools, temperature))]
+    groups += [(t.strategy, _set_diagnostics(t.teacher, temperature)) for t in trains]
     groups = [(label, d) for label, d in groups if d["entropy"].size]
     fig = Figure(figsize=(4.6 * len(DIAG_PANELS), 4.2), layout="constrained")
     for i, (key, label) in enumerate(DIAG_PANELS):
@@ -201,8 +202,9 @@ def plot_set_diagnostics(
     sizes = "; ".join(f"{t.strategy}: {len(t.teacher):,} of {t.total_rows:,} rows" for t in trains)
     caption = (
         "Box plots over (query, positive) rows of the candidate set's teacher scores (positive "
-        "included): softmax entropy at temperature 1 (bounded by log of the set size, so the "
-        "larger full pool sits higher), population variance and range. Full pool = the "
+        f"included): entropy of softmax(score / {temperature:g}), the distillation target at "
+        "train.teacher_temperature (bounded by log of the set size, so the larger full pool "
+        "sits higher), population variance and range. Full pool = the "
         f"positive and every original negative, for {sample.n_queries:,} of "
         f"{sample.total_queries:,} queries sampled by a seeded hash of the qid"
         + (f"; strategies from uniform samples of their training rows ({sizes})" if trains else "")

@@ -57,7 +57,9 @@ def train_epochs(run: RunDir, default: int) -> int:
     return default
 
 
-def write_report(run: RunDir, dest: Path, *, default_epochs: int = 1) -> dict[str, int]:
+def write_report(
+    run: RunDir, dest: Path, *, default_epochs: int = 1, temperature: float = 1.0
+) -> dict[str, int]:
     """Write index.html and the PNGs into the local folder ``dest``; returns counts."""
     if not run.exists("scores"):
         raise StageError(f"report needs scores/ in {run.uri}; run the score stage first")
@@ -77,7 +79,7 @@ def write_report(run: RunDir, dest: Path, *, default_epochs: int = 1) -> dict[st
     epochs = train_epochs(run, default_epochs)
     figures = [
         plot_score_histograms(sample, trains, dest),
-        plot_set_diagnostics(sample, trains, dest),
+        plot_set_diagnostics(sample, trains, dest, temperature),
         plot_confidence(sample, trains, epochs, dest),
     ]
     evals = find_eval_runs(run)
@@ -106,7 +108,12 @@ def write_report(run: RunDir, dest: Path, *, default_epochs: int = 1) -> dict[st
 
 def run_report(ctx: StageContext) -> StageResult:
     with tempfile.TemporaryDirectory(prefix="raykd-report-") as tmp:
-        counts = write_report(ctx.run, Path(tmp), default_epochs=ctx.cfg.train.epochs)
+        counts = write_report(
+            ctx.run,
+            Path(tmp),
+            default_epochs=ctx.cfg.train.epochs,
+            temperature=ctx.cfg.train.teacher_temperature,
+        )
         out = ctx.staging.path("report")
         ctx.run.fs.create_dir(out, recursive=True)
         files = sorted(Path(tmp).iterdir())
