@@ -51,6 +51,10 @@ class DataSection(Section):
     seed: int = 0
 
 
+# Ray pins a CPU actor to one torch thread unless told otherwise.
+ENCODE_THREADS = Field(None, ge=1, description="Torch threads per CPU encoding actor.")
+
+
 class MiningSection(Section):
     sources: list[Literal["bm25", "dense", "file", "random"]] = ["bm25", "random"]
     depth: int = Field(100, ge=1, description="Retriever top-k per source (bm25, dense).")
@@ -72,11 +76,7 @@ class MiningSection(Section):
     use_gpu: bool = False
     min_actors: int = 1
     max_actors: int = 1
-    torch_threads: int | None = Field(
-        None,
-        ge=1,
-        description="Torch threads per CPU encoding actor (Ray pins actors to one thread).",
-    )
+    torch_threads: int | None = ENCODE_THREADS
     seed: int = 0
 
 
@@ -275,11 +275,7 @@ class EvalSection(Section):
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     min_actors: int = 1
     max_actors: int = 1
-    torch_threads: int | None = Field(
-        None,
-        ge=1,
-        description="Torch threads per CPU encoding actor (Ray pins actors to one thread).",
-    )
+    torch_threads: int | None = ENCODE_THREADS
 
 
 class TuneSection(Section):

@@ -47,7 +47,7 @@ def plan_examples(
 ) -> tuple[pa.Table, list[str]]:
     """The example rows without texts, in output order, and the queries with an empty pool."""
     prio = {s: i for i, s in enumerate(sources)}
-    negs: dict[str, list[tuple[int, int, str]]] = {}
+    negs: dict[str, list[tuple[bool, int, int, str]]] = {}
     cols = (pool.column(c).to_pylist() for c in ("qid", "pid", "rank", "source"))
     for q, p, r, s in zip(*cols, strict=True):
         negs.setdefault(q, []).append((s == "random", r, prio.get(s, len(prio)), p))
