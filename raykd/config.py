@@ -155,6 +155,12 @@ class AugmentSection(Section):
     n_rein: int = Field(
         20, ge=0, description="Reinforced negatives per positive (>= the largest m); 0: none."
     )
+    rein_pick: Literal["top", "random"] = Field(
+        "top",
+        description="Which retrieved negatives get twins: the top n_rein by rank, or n_rein drawn "
+        "at random among them (seeded); with n_rein = m and dark_base random, a dark set's "
+        "originals are m random hard negatives, as ADAM (§4.3).",
+    )
     mask_ratios: list[float] = Field(
         [0.15, 0.25, 0.35, 0.45, 0.55], description="One masked positive per ratio; []: none."
     )
@@ -181,22 +187,41 @@ class StudentSection(Section):
     pooling: Literal["cls", "mean"] = "mean"
     normalize: bool = True
     shared_towers: bool = True
-    scale: float = Field(1.0, gt=0, description="Score = scale * <q, p>.")
+    scale: float = Field(
+        1.0,
+        gt=0,
+        description="Score = scale * <q, p>: the student's logits in every loss (1/scale acts as a "
+        "temperature on all of them; ADAM: 1, an unnormalised dot product).",
+    )
     max_query_length: int = 32
     max_passage_length: int = 128
 
 
 class CandidatesSection(Section):
     strategy: Literal["random", "topk", "stratified", "dark"] = "stratified"
-    m: int = Field(10, ge=1, description="Negatives per query.")
+    m: int = Field(10, ge=1, description="Negatives per query (ADAM §4.3: 10).")
     n_strata: int = Field(5, ge=1)
-    binning: Literal["quantile", "equal_width"] = "quantile"
+    binning: Literal["quantile", "equal_width"] = Field(
+        "equal_width",
+        description="Stratified strata: equal_width bins over the query's score range cover the "
+        "spectrum (Jang et al.); quantile strata are equal-sized.",
+    )
+    allocation: Literal["equal", "proportional"] = Field(
+        "equal",
+        description="Stratified quotas: equal per stratum, or proportional to stratum size "
+        "(with quantile strata, the inclusion probabilities of uniform random sampling). An "
+        "empty or short stratum's quota goes to the nearest strata.",
+    )
     per_stratum: int | None = None
     topk_by: Literal["teacher", "retriever"] = "teacher"
     margin: float | None = Field(None, description="Teacher-margin filter (Parry et al.).")
-    n_masked: int | None = Field(5, ge=0, description="Masked positives in a dark set; None: all.")
+    n_masked: int | None = Field(
+        5, ge=0, description="Masked positives in a dark set (ADAM §4.3: 5); None: all."
+    )
     dark_base: Literal["random", "topk", "stratified"] = Field(
-        "topk", description="Strategy choosing a dark set's original negatives."
+        "random",
+        description="Strategy choosing a dark set's m original negatives among the twinned ones; "
+        "random is ADAM's (§4.3).",
     )
     on_short: Literal["fail", "fill"] = "fail"
     seed: int = 0
@@ -225,10 +250,30 @@ class TrainSection(Section):
     zero_stage: int = Field(0, ge=0, le=3)
     bf16: bool | None = Field(None, description="None: bf16 on GPU, fp32 on CPU.")
     grad_checkpointing: bool = False
+    objective: Literal["kd_sup", "kd", "sup"] = Field(
+        "kd_sup",
+        description="kd_sup: L_kd + lambda_sup * L_sup (ADAM Eq. 9); kd: distillation alone; "
+        "sup: InfoNCE over the positive and the candidate set alone, no teacher (localised "
+        "contrastive estimation, the ablation of Parry et al.).",
+    )
     loss: Literal["kl", "margin_mse", "ranknet"] = "kl"
-    teacher_temperature: float = Field(1.0, gt=0)
-    student_temperature: float = Field(1.0, gt=0)
-    sup_temperature: float = Field(0.05, gt=0)
+    # ADAM scales neither softmax (§3.2: smoother labels "naturally obtained (instead of scaled
+    # by softmax temperature)"); student logits are student.scale * <q, p>.
+    teacher_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Teacher logits / T in L_kd, the build's confidence C(q) and entropies. 1: "
+        "untempered, as ADAM. Set it for teachers on another scale (a min-maxed ensemble).",
+    )
+    student_temperature: float = Field(
+        1.0, gt=0, description="Student logits / T in L_kd; the logits already carry student.scale."
+    )
+    sup_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Student logits / T in L_sup; 1: untempered (ADAM Eq. 3.1), so lambda_sup "
+        "keeps the paper's trade-off. Scale cosine students with student.scale instead.",
+    )
     in_batch_negatives: bool = False
     report_every: int = 10
     max_failures: int = 1

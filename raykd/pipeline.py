@@ -134,7 +134,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "build",
         "raykd.candidates.build_stage:run_build",
-        ("candidates",),
+        # The confidence and entropies are taken at the softmax temperature of training.
+        ("candidates", "train.teacher_temperature"),
         ("score",),
         ("train/{strategy}",),
     ),

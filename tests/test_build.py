@@ -273,7 +273,7 @@ def test_topk_by_retriever_ignores_random_source_ranks():
 
 
 def test_dark_set_is_negatives_their_reinforced_twins_and_masked_positives():
-    rows = assemble_all(strategy="dark", n_masked=None)
+    rows = assemble_all(strategy="dark", n_masked=None, dark_base="topk")
     check_row(
         rows["q1", "P1"],
         ["N1", "N3", "R:p1+n1", "R:p1+n3", "M:p1@0.25", "M:p1@0.5"],
@@ -349,7 +349,9 @@ def test_stratified_covers_both_strata():
     ],
 )
 def test_margin_filter_composes_with_strategy(strategy, q1_cands, q1_teacher):
-    rows = assemble_all(strategy=strategy, margin=1.5, on_short="fill", n_masked=None)
+    rows = assemble_all(
+        strategy=strategy, margin=1.5, on_short="fill", n_masked=None, dark_base="topk"
+    )
     q1 = rows["q1", "P1"]
     assert q1["cands"] == q1_cands and q1["teacher"] == pytest.approx(q1_teacher)
     assert q1["confidence"] == pytest.approx(log_softmax_first(5.0, 2.0, 0.5), rel=1e-6)

@@ -104,7 +104,7 @@ def test_stratified_quantile_picks_one_per_stratum():
     pairs = [{1, 5}, {0, 7}, {3, 8}, {4, 9}, {6, 2}]
     pool = neg_pool(scores)
     for seed in range(20):
-        got = set(stratified(pool, 5, 5, seed=seed).tolist())
+        got = set(stratified(pool, 5, 5, binning="quantile", seed=seed).tolist())
         assert len(got) == 5
         assert all(len(got & pair) == 1 for pair in pairs)
 
@@ -153,6 +153,51 @@ def test_stratum_quotas():
         stratum_quotas(7, 5, 2)
 
 
+def test_proportional_quotas_by_largest_remainder():
+    # 10 * [6, 3, 1] / 10 = [6, 3, 1] exactly; 4 * [6, 3, 1] / 10 = [2.4, 1.2, 0.4] -> 2, 1, +1 to
+    # the largest remainder (0.4 at strata 0 and 2: the higher one wins).
+    sizes = [6, 3, 1]
+    assert stratum_quotas(10, 3, None, allocation="proportional", sizes=sizes).tolist() == [6, 3, 1]
+    assert stratum_quotas(4, 3, None, allocation="proportional", sizes=sizes).tolist() == [2, 1, 1]
+    # An empty stratum gets no quota.
+    assert stratum_quotas(3, 3, None, allocation="proportional", sizes=[0, 4, 2]).tolist() == [
+        0,
+        2,
+        1,
+    ]
+
+
+def inclusion_probabilities(scores, m, n_strata, binning, allocation, seeds=4000):
+    pool = neg_pool(scores)
+    counts = np.zeros(len(scores))
+    for seed in range(seeds):
+        got = stratified(pool, m, n_strata, binning=binning, allocation=allocation, seed=seed)
+        counts[got] += 1
+    return counts / seeds
+
+
+def test_inclusion_probabilities_per_binning_mode():
+    """Jang et al.: strata should cover the whole score spectrum. A skewed pool, 40 low-scoring
+    negatives (random draws) and 5 spread over the upper range, shows what each mode does."""
+    scores = np.concatenate([np.linspace(0.0, 0.19, 40), [0.3, 0.5, 0.7, 0.9, 1.0]])
+    m, n = 5, len(scores)
+    # Quantile strata of 9, proportional quotas [1]*5: every negative at m / N = 1/9, exactly
+    # the inclusion probability of uniform random sampling.
+    quantile = inclusion_probabilities(scores, m, 5, "quantile", "proportional")
+    np.testing.assert_allclose(quantile, m / n, atol=0.02)
+    # Width-0.2 bins hold [40, 1, 1, 1, 2] negatives; equal quotas [1]*5 take each singleton
+    # always, one of the top two (1/2 each) and one of the 40 (1/40 each).
+    equal = inclusion_probabilities(scores, m, 5, "equal_width", "equal")
+    np.testing.assert_allclose(equal[40:43], 1.0)
+    np.testing.assert_allclose(equal[43:], 0.5, atol=0.03)
+    np.testing.assert_allclose(equal[:40], 1 / 40, atol=0.01)
+    # The same bins with proportional quotas: 5 * [40, 1, 1, 1, 2] / 45 -> [5, 0, 0, 0, 0], so all
+    # from the low tail (5/40 each) and never a hard negative.
+    ew_prop = inclusion_probabilities(scores, m, 5, "equal_width", "proportional")
+    np.testing.assert_allclose(ew_prop[:40], 5 / 40, atol=0.02)
+    assert not ew_prop[40:].any()
+
+
 def test_stratified_explicit_quotas():
     pool = neg_pool(np.arange(10.0))
     got = stratified(pool, 4, 2, per_stratum=[0, 4], seed=1)
@@ -190,9 +235,40 @@ def test_dark_layout_pairs_rein_with_chosen_negatives():
 def test_dark_base_chooses_among_twinned_negatives():
     pool = dark_pool()
     # n0 and n2 have twins: top-2 by teacher among them is n2 (2.0), n0 (1.0), not n1 (3.0).
-    assert select_candidates(pool, "dark", 2).tolist() == [3, 1, 4, 5, 6, 7, 8]
+    assert select_candidates(pool, "dark", 2, dark_base="topk").tolist() == [3, 1, 4, 5, 6, 7, 8]
     # Two twinned negatives for m=3: the base strategy chooses among all, n1 first.
-    assert select_candidates(pool, "dark", 3).tolist() == [2, 3, 1, 4, 5, 6, 7, 8]
+    got = select_candidates(pool, "dark", 3, dark_base="topk").tolist()
+    assert got == [2, 3, 1, 4, 5, 6, 7, 8]
+
+
+def test_dark_set_as_adam_defines_it():
+    """ADAM §4.3: "We randomly select m hard negatives ... for distillation, the candidate
+    passage set for a query consists of m original negatives, m dark examples in N_mix, and 5
+    dark examples in N_mask": no positive, 2m + 5 rows, originals uniform among the twinned."""
+    m, n_neg = 3, 8
+    twinned = [0, 1, 2, 3, 4, 5]  # augment twinned 6 of the 8 hard negatives
+    ids = ["p"] + [f"n{i}" for i in range(n_neg)] + [f"r{i}" for i in twinned]
+    ids += [f"m{r}" for r in range(5)]
+    pool = QueryPool(
+        ids=ids,
+        scores=np.arange(len(ids), dtype=float)[::-1],
+        kinds=["pos"] + ["neg"] * n_neg + ["rein"] * len(twinned) + ["mask"] * 5,
+        parents=[""] * (1 + n_neg) + [f"n{i}" for i in twinned] + [""] * 5,
+        mask_ratios=[np.nan] * (1 + n_neg + len(twinned)) + [0.15, 0.25, 0.35, 0.45, 0.55],
+    )
+    counts = np.zeros(len(ids))
+    seeds = 3000
+    for seed in range(seeds):
+        got = select_candidates(pool, "dark", m, n_masked=5, seed=seed)
+        kinds = pool.kinds[got]
+        assert len(got) == 2 * m + 5 and "pos" not in kinds
+        assert kinds.tolist() == ["neg"] * m + ["rein"] * m + ["mask"] * 5
+        # The reinforced rows are the originals' twins.
+        assert set(pool.parents[got[m : 2 * m]]) == set(pool.ids[got[:m]])
+        counts[got] += 1
+    originals = counts[1 : 1 + n_neg] / seeds
+    np.testing.assert_allclose(originals[:6], m / 6, atol=0.04)
+    assert not originals[6:].any()  # never a negative without a twin
 
 
 # --- margin ----------------------------------------------------------------------------------

@@ -41,8 +41,12 @@ def deviations(strategy, **kw):
 
 
 def test_stratified_preserves_variance_and_entropy_better_than_topk():
-    strat_var, strat_ent, strat_per_q = deviations("stratified", n_strata=N_STRATA)
-    ew_var, ew_ent, _ = deviations("stratified", n_strata=N_STRATA, binning="equal_width")
+    strat_var, strat_ent, strat_per_q = deviations(
+        "stratified", n_strata=N_STRATA, binning="quantile", allocation="proportional"
+    )
+    ew_var, ew_ent, _ = deviations(
+        "stratified", n_strata=N_STRATA, binning="equal_width", allocation="equal"
+    )
     top_var, top_ent, top_per_q = deviations("topk")
     rand_var, rand_ent, _ = deviations("random")
     print(

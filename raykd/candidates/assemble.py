@@ -72,22 +72,25 @@ class BuildSpec:
     strategy: str
     m: int
     n_strata: int = 5
-    binning: str = "quantile"
+    binning: str = "equal_width"
+    allocation: str = "equal"
     per_stratum: int | None = None
     topk_by: str = "teacher"
     margin: float | None = None
     n_masked: int | None = None
-    dark_base: str = "topk"
+    dark_base: str = "random"
     seed: int = 0
     on_short: str = "raise"
+    teacher_temperature: float = 1.0  # of the confidence and the entropy diagnostics
 
     @classmethod
-    def from_config(cls, c: CandidatesSection) -> BuildSpec:
+    def from_config(cls, c: CandidatesSection, teacher_temperature: float = 1.0) -> BuildSpec:
         return cls(
             strategy=c.strategy,
             m=c.m,
             n_strata=c.n_strata,
             binning=c.binning,
+            allocation=c.allocation,
             per_stratum=c.per_stratum,
             topk_by=c.topk_by,
             margin=c.margin,
@@ -95,6 +98,7 @@ class BuildSpec:
             dark_base=c.dark_base,
             seed=c.seed,
             on_short="raise" if c.on_short == "fail" else "fill",
+            teacher_temperature=teacher_temperature,
         )
 
 
@@ -215,6 +219,7 @@ def assemble_query(
                 spec.m,
                 n_strata=spec.n_strata,
                 binning=spec.binning,  # type: ignore[arg-type]
+                allocation=spec.allocation,  # type: ignore[arg-type]
                 per_stratum=spec.per_stratum,
                 topk_by=spec.topk_by,  # type: ignore[arg-type]
                 margin=spec.margin,
@@ -244,7 +249,9 @@ def assemble_query(
                 cands=[ex_text[rows_idx[j]] for j in picked],
                 teacher=[float(pool.scores[0])] + pool.scores[picked].tolist(),
                 kinds=["pos"] + kinds.tolist(),
-                confidence=pool_confidence(pool, picked, pos_index=0),
+                confidence=pool_confidence(
+                    pool, picked, pos_index=0, temperature=spec.teacher_temperature
+                ),
                 short=short,
                 pool_scores=pool.scores[pool.positives() | pool.negatives()],
             )
@@ -252,8 +259,9 @@ def assemble_query(
     return rows
 
 
-def rows_table(rows: list[TrainRow]) -> pa.Table:
-    """TrainRows as an ASSEMBLED table (teacher-score diagnostics computed per row)."""
+def rows_table(rows: list[TrainRow], teacher_temperature: float = 1.0) -> pa.Table:
+    """TrainRows as an ASSEMBLED table; the teacher-score diagnostics per row, entropies of the
+    softmax at ``teacher_temperature`` (the one the student is distilled towards)."""
     if not rows:
         return ASSEMBLED.empty_table()
     cols: dict[str, object] = {
@@ -272,7 +280,7 @@ def rows_table(rows: list[TrainRow]) -> pa.Table:
         (DIAGNOSTICS, [r.teacher for r in rows]),
         (POOL_DIAGNOSTICS, [r.pool_scores for r in rows]),
     ):
-        d = describe(*pad_ragged(seqs))
+        d = describe(*pad_ragged(seqs), temperature=teacher_temperature)
         for name, key in zip(names, ("variance", "entropy", "entropy_norm"), strict=True):
             cols[name] = d[key]
     return pa.table(cols, schema=ASSEMBLED)
@@ -313,7 +321,7 @@ def assemble_group(
         examples_path=examples_path,
         scores_path=scores_path,
     )
-    return rows_table(rows)
+    return rows_table(rows, spec.teacher_temperature)
 
 
 def to_group(batch: pa.Table, src: int) -> pa.Table:

@@ -55,7 +55,7 @@ def _mean(parts: list[np.ndarray]) -> float:
 
 def run_build(ctx: StageContext) -> StageResult:
     cand = ctx.cfg.candidates
-    spec = BuildSpec.from_config(cand)
+    spec = BuildSpec.from_config(cand, ctx.cfg.train.teacher_temperature)
     split = ctx.cfg.data.splits.train
     queries_rel = f"queries/{split}"
     out_rel = f"train/{cand.strategy}"

@@ -11,7 +11,7 @@ from raykd.candidates.dark import dark_candidates
 from raykd.candidates.margin import margin_keep
 from raykd.candidates.pool import InsufficientCandidates, OnShort, QueryPool
 from raykd.candidates.random_negatives import random_negatives
-from raykd.candidates.stratified import Binning, stratified
+from raykd.candidates.stratified import Allocation, Binning, stratified
 from raykd.candidates.topk import TopkBy, topk
 
 __all__ = ["STRATEGIES", "InsufficientCandidates", "select_candidates"]
@@ -26,12 +26,13 @@ def select_candidates(
     m: int,
     *,
     n_strata: int = 5,
-    binning: Binning = "quantile",
+    binning: Binning = "equal_width",
+    allocation: Allocation = "equal",
     per_stratum: int | Sequence[int] | None = None,
     topk_by: TopkBy = "teacher",
     margin: float | None = None,
     n_masked: int | None = None,
-    dark_base: Literal["random", "topk", "stratified"] = "topk",
+    dark_base: Literal["random", "topk", "stratified"] = "random",
     seed: int = 0,
     on_short: OnShort = "raise",
 ) -> np.ndarray:
@@ -40,7 +41,9 @@ def select_candidates(
     random / topk / stratified return ``m`` "neg" rows (see each function for the order).
     dark returns ``m`` negatives chosen by ``dark_base`` (with the same options) among those with
     a reinforced twin (among all when fewer than ``m`` have one), then their twins, then the
-    masked positives (all, or ``n_masked``): see ``dark_candidates``.
+    masked positives (all, or ``n_masked``): see ``dark_candidates``. The default base, random,
+    is ADAM's: "We randomly select m hard negatives" (Tao et al. 2024, §4.3); the hard negatives
+    are those augment twinned (``augment.n_rein``, ``augment.rein_pick``).
 
     ``margin`` (not None) first drops negatives by the teacher-margin filter; indices still refer
     to the unfiltered pool. When too few negatives (or masked positives) remain:
@@ -61,6 +64,7 @@ def select_candidates(
                 m,
                 n_strata,
                 binning=binning,
+                allocation=allocation,
                 per_stratum=per_stratum,
                 seed=seed,
                 on_short=on_short,

@@ -1,4 +1,17 @@
-"""Stratified negatives over the teacher-score spectrum (Jang et al., SIGIR 2026)."""
+"""Stratified negatives over the teacher-score spectrum (Jang et al., SIGIR 2026).
+
+The paper's stratified sampling "uniformly covers the entire score spectrum" of a large pool
+(retriever top-k + random). Two binnings and two allocations make that concrete:
+
+- ``equal_width`` bins with ``equal`` quotas (the default) cover the score range evenly: the
+  sparse high-score region gets as many draws as the dense low-score bulk, so a hard negative's
+  inclusion probability is higher than under uniform sampling.
+- ``quantile`` bins with ``proportional`` quotas are a variance-reduction of uniform random
+  sampling: every negative keeps the inclusion probability m / N, only the spread between draws
+  shrinks. (Quantile strata are equal-sized, so there ``equal`` and ``proportional`` coincide.)
+
+``tests/test_candidates.py`` measures both inclusion profiles over many seeds.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,7 @@ import numpy as np
 from raykd.candidates.pool import OnShort, QueryPool, check_count
 
 Binning = Literal["quantile", "equal_width"]
+Allocation = Literal["equal", "proportional"]
 
 
 def strata_of(scores: np.ndarray, n_strata: int, binning: Binning = "quantile") -> np.ndarray:
@@ -42,14 +56,36 @@ def strata_of(scores: np.ndarray, n_strata: int, binning: Binning = "quantile") 
     raise ValueError(f"binning must be 'quantile' or 'equal_width', got {binning!r}")
 
 
-def stratum_quotas(m: int, n_strata: int, per_stratum: int | Sequence[int] | None) -> np.ndarray:
+def stratum_quotas(
+    m: int,
+    n_strata: int,
+    per_stratum: int | Sequence[int] | None,
+    *,
+    allocation: Allocation = "equal",
+    sizes: Sequence[int] | None = None,
+) -> np.ndarray:
     """How many to draw from each stratum (index 0 = lowest scores); sums to ``m``.
 
-    None: ``m // n_strata`` each, and the remainder one each to the highest-score strata (hard
-    negatives are the most informative, so they get the spare slots). An int: that many from
-    every stratum. A sequence: one quota per stratum. Explicit quotas must sum to ``m``.
+    per_stratum None and allocation "equal": ``m // n_strata`` each, and the remainder one each to
+    the highest-score strata (hard negatives are the most informative, so they get the spare
+    slots). allocation "proportional": ``m * sizes[s] / sum(sizes)`` by largest remainder (ties to
+    the higher stratum), ``sizes`` being the strata's negative counts. An int ``per_stratum``:
+    that many from every stratum; a sequence: one quota per stratum; explicit quotas must sum to
+    ``m`` and override ``allocation``.
     """
+    if per_stratum is None and allocation == "proportional":
+        if sizes is None or len(sizes) != n_strata or sum(sizes) <= 0:
+            raise ValueError(f"proportional allocation needs {n_strata} stratum sizes, got {sizes}")
+        exact = m * np.asarray(sizes, dtype=np.float64) / float(sum(sizes))
+        q = np.floor(exact).astype(np.int64)
+        frac = exact - q
+        # Largest remainder first; at equal remainders the higher-score stratum.
+        order = np.lexsort((-np.arange(n_strata), -frac))
+        q[order[: m - int(q.sum())]] += 1
+        return q
     if per_stratum is None:
+        if allocation != "equal":
+            raise ValueError(f"allocation must be 'equal' or 'proportional', got {allocation!r}")
         q = np.full(n_strata, m // n_strata, dtype=np.int64)
         q[n_strata - m % n_strata :] += 1
         return q
@@ -64,7 +100,8 @@ def stratified(
     m: int,
     n_strata: int,
     *,
-    binning: Binning = "quantile",
+    binning: Binning = "equal_width",
+    allocation: Allocation = "equal",
     per_stratum: int | Sequence[int] | None = None,
     seed: int | np.random.Generator | None = 0,
     on_short: OnShort = "raise",
@@ -75,7 +112,8 @@ def stratified(
     stratum gets a quota (see ``stratum_quotas``) and its quota is drawn uniformly without
     replacement with the seeded generator.
 
-    Short strata: a stratum holding fewer negatives than its quota gives all it has, and its
+    Empty and short strata (equal-width bins over a skewed score range are often empty): a
+    stratum holding fewer negatives than its quota gives all it has, and its
     deficit is filled from the nearest strata that still have undrawn negatives: nearest by
     stratum-index distance, ties to the higher-score stratum, drawing uniformly within each.
     Short strata are filled one after another, highest-score stratum first. The result has
@@ -86,8 +124,9 @@ def stratified(
     k = check_count(len(neg), m, on_short, qid=pool.qid)
     if k < m:
         return neg.astype(np.int64)
-    quotas = stratum_quotas(m, n_strata, per_stratum)
     strata = strata_of(pool.scores[neg], n_strata, binning)
+    sizes = np.bincount(strata, minlength=n_strata)
+    quotas = stratum_quotas(m, n_strata, per_stratum, allocation=allocation, sizes=sizes)
     rng = np.random.default_rng(seed)
     # Shuffle each stratum once: drawing its quota and later fills from the front of the
     # shuffled remainder are then both uniform.
