@@ -222,3 +222,32 @@ def test_scifact_mine_then_augment_via_cli(ray_session, tmp_path):
     rows = _table(run, "examples").to_pylist()
     assert all(" [SEP] " in r["text"] for r in rows if r["kind"] == "rein")
     assert sum("[MASK]" in r["text"] for r in rows if r["kind"] == "mask") == info["n_mask"]
+
+
+def test_rein_pick_random_draws_uniformly_among_retrieved_negatives():
+    """ADAM §4.3, "We randomly select m hard negatives": with rein_pick random the twinned
+    negatives are a uniform n_rein-subset of the retrieved ones; random-source ones only fill."""
+    from raykd.mining.augment_stage import plan_examples
+
+    pool = pa.table(
+        {
+            "qid": ["q"] * 7,
+            "pid": ["b0", "b1", "b2", "b3", "b4", "r0", "r1"],
+            "rank": [0, 1, 2, 3, 4, 0, 1],
+            "source": ["bm25"] * 5 + ["random"] * 2,
+        }
+    )
+
+    def twinned(n_rein, pick, seed):
+        plan, _ = plan_examples(
+            ["q"], {"q": {"p": 1}}, pool, ["bm25", "random"], n_rein, [], pick, seed
+        )
+        rein = plan.filter(pa.compute.equal(plan.column("kind"), "rein"))
+        return rein.column("pid2").to_pylist()
+
+    assert twinned(2, "top", 0) == ["b0", "b1"]
+    counts = Counter(p for seed in range(2000) for p in twinned(2, "random", seed))
+    assert set(counts) == {"b0", "b1", "b2", "b3", "b4"}
+    np.testing.assert_allclose([counts[f"b{i}"] / 2000 for i in range(5)], 2 / 5, atol=0.04)
+    assert twinned(2, "random", 7) == twinned(2, "random", 7)
+    assert sorted(twinned(6, "random", 0)) == ["b0", "b1", "b2", "b3", "b4", "r0"]

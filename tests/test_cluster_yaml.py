@@ -65,6 +65,15 @@ def test_msmarco_jobs_use_the_paper_settings_and_cluster_resources():
     adam = load_config(ROOT / "jobs" / "msmarco_adam.yaml")
     assert adam.candidates.strategy == "dark" and adam.candidates.n_masked == 5
     assert adam.train.lambda_sup == 0.01 and adam.candidates.m == 10
+    # ADAM §4.3: m originals drawn at random among the hard negatives, all of them twinned;
+    # §3.2: neither softmax tempered.
+    assert adam.candidates.dark_base == "random"
+    assert (adam.augment.rein_pick, adam.augment.n_rein) == ("random", adam.candidates.m)
+    assert adam.augment.mask_ratios == [0.15, 0.25, 0.35, 0.45, 0.55]
+    tr = adam.train
+    assert (tr.objective, tr.loss) == ("kd_sup", "kl")
+    assert tr.teacher_temperature == tr.student_temperature == tr.sup_temperature == 1.0
+    assert adam.student.scale == 1.0 and not adam.student.normalize
     strat = load_config(ROOT / "jobs" / "msmarco_stratified.yaml")
     assert (strat.mining.depth, strat.mining.n_random) == (100, 100)
     tune = load_config(ROOT / "jobs" / "tune_msmarco.yaml")

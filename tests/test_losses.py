@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -154,34 +153,41 @@ def test_gradcheck_adam_loss():
     gen = torch.Generator().manual_seed(3)
     student = torch.randn(4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
     teacher = torch.randn(4, 5, dtype=torch.float64, generator=gen)
-    conf = np.array([-0.1, -2.0, -0.5, -1.0])
+    keep = torch.tensor([True, False, True, True])
     assert torch.autograd.gradcheck(
-        lambda s: adam_loss(s, teacher, conf, epoch=1, total_epochs=2, lambda_sup=0.3).loss,
-        (student,),
+        lambda s: adam_loss(s, teacher, keep, lambda_sup=0.3).loss, (student,)
     )
 
 
 # --- ADAM ------------------------------------------------------------------------------------
 
 
-def test_adam_loss_combines_sup_on_all_and_kd_on_confident():
+def test_adam_loss_sup_on_pos_and_originals_kd_on_the_dark_set_without_the_positive():
+    """ADAM §3.3 Eq. 9 and §4.3: L_sup over the positive + the m original negatives of every
+    row; L_kd over P~ = originals + reinforced + masked (no positive) of the kept rows."""
     student = t64([[2.0, 1.0, 0.0, 1.5], [0.0, 1.0, 3.0, 0.5], [1.0, 1.0, 1.0, 1.0]])
     teacher = t64([[4.0, 0.0, 1.0, 3.0], [1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 2.0]])
-    conf = torch.tensor([-0.2, -3.0, -0.1])
-    # Columns: pos, neg, neg, mask; L_sup over pos + negs only.
-    sup_mask = torch.tensor([[True, True, True, False]] * 3)
-    # T=2, t=2: keep round(3 / 2) = 2 -> the two most confident, rows 2 and 0.
-    out = adam_loss(
-        student, teacher, conf, epoch=2, total_epochs=2, lambda_sup=0.5, sup_mask=sup_mask
-    )
-    sup = -sum(log_softmax_row(r[:3])[0] for r in student.tolist()) / 3
+    # Columns: pos, neg, rein, mask; L_sup over pos + neg only.
+    sup_mask = torch.tensor([[True, True, False, False]] * 3)
+    keep = torch.tensor([True, False, True])
+    out = adam_loss(student, teacher, keep, lambda_sup=0.5, sup_mask=sup_mask)
+    sup = -sum(log_softmax_row(r[:2])[0] for r in student.tolist()) / 3
     kd = (
-        kl_by_hand(teacher[0].tolist(), student[0].tolist())
-        + kl_by_hand(teacher[2].tolist(), student[2].tolist())
+        kl_by_hand(teacher[0, 1:].tolist(), student[0, 1:].tolist())
+        + kl_by_hand(teacher[2, 1:].tolist(), student[2, 1:].tolist())
     ) / 2
     assert (out.kept, out.batch) == (2, 3)
     assert out.sup.item() == pytest.approx(sup)
     assert out.kd.item() == pytest.approx(kd)
     assert out.loss.item() == pytest.approx(0.5 * sup + kd)
-    with pytest.raises(ValueError, match="2 confidences for a batch of 3"):
-        adam_loss(student, teacher, conf[:2], epoch=1, total_epochs=2)
+    # The positive's scores do not reach L_kd.
+    moved = student.clone()
+    moved[:, 0] += 5.0
+    assert adam_loss(moved, teacher, keep).kd.item() == pytest.approx(kd)
+    # A global denominator (here 4 kept rows over 2 workers -> 2 per worker) divides the sum.
+    assert adam_loss(student, teacher, keep, kd_denominator=4.0).kd.item() == pytest.approx(kd / 2)
+    # A part of the global batch with no kept row contributes 0 (with a gradient graph).
+    none = adam_loss(student.requires_grad_(), teacher, torch.zeros(3, dtype=torch.bool))
+    assert none.kd.item() == 0.0 and none.kd.requires_grad
+    with pytest.raises(ValueError, match="keep has 2 entries for a batch of 3"):
+        adam_loss(student, teacher, keep[:2])

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raykd.student.selfpaced import keep_count, self_paced_indices
+from raykd.student.selfpaced import global_keep, keep_count, self_paced_indices
 
 
 def test_keep_counts_for_each_epoch():
@@ -56,3 +56,22 @@ def test_indices_properties(conf, T, data):
     dropped = np.setdiff1d(np.arange(len(conf)), got)
     if dropped.size:
         assert min(conf[i] for i in got) >= max(conf[i] for i in dropped)
+
+
+def test_global_batch_selection_is_the_same_for_1_and_4_workers():
+    """ADAM Eq. 8 sorts the batch of b = 128: split over 4 workers x 2 micro-batches, the kept
+    rows are those the single worker keeps, not each part's own top (1 - t/2T)."""
+    rng = np.random.default_rng(0)
+    conf = -rng.exponential(size=128)
+    rows = np.arange(128)
+    for epoch in (1, 2, 3):
+        (one,) = global_keep([conf], epoch, 3)
+        assert one.sum() == keep_count(128, epoch, 3)
+        # Rows dealt round-robin to 4 workers, as a data-parallel split may.
+        parts = [rows[w::4] for w in range(4)]
+        masks = global_keep([conf[p] for p in parts], epoch, 3)
+        kept4 = np.sort(np.concatenate([p[m] for p, m in zip(parts, masks, strict=True)]))
+        np.testing.assert_array_equal(kept4, rows[one])
+        # Per-part selection (what a per-worker ranking did) keeps other rows.
+        local = np.sort(np.concatenate([p[self_paced_indices(conf[p], epoch, 3)] for p in parts]))
+        assert not np.array_equal(local, rows[one])

@@ -115,13 +115,26 @@ def test_separate_towers_save_query_tower(demo_collection, tmp_path):
     assert not load_student(tmp_path / "s").shared_towers
 
 
-def test_dark_applies_self_paced_subset(ray_session, demo_config, prepared_run, tmp_path):
-    cfg = train_config(demo_config, tmp_path / "run", "dark", epochs=2, batch_size=8)
+@pytest.mark.parametrize("workers, accum", [(1, 1), (2, 2)])
+def test_dark_applies_self_paced_subset(
+    ray_session, demo_config, prepared_run, tmp_path, workers, accum
+):
+    """ADAM Eq. 8 ranks the global batch: 2 workers x 2 micro-batches of 2 keep as many rows per
+    step as 1 worker with a micro-batch of 8."""
+    cfg = train_config(
+        demo_config,
+        tmp_path / "run",
+        "dark",
+        epochs=2,
+        batch_size=8,
+        num_workers=workers,
+        grad_accum=accum,
+    )
     run = RunDir.open(cfg.run_dir)
     n = write_train_set(prepared_run, run, "dark")
     assert run_stage(stage_by_name("train"), cfg, run)
     info = manifest_info(run)
-    # Batches of 8: epoch 1 keeps round(0.75 * 8) = 6, epoch 2 keeps 4.
+    # Global batches of 8: epoch 1 keeps round(0.75 * 8) = 6, epoch 2 keeps 4.
     steps = n // 8
     assert info["batch_total"] == 2 * steps * 8
     assert info["kept_total"] == steps * 6 + steps * 4

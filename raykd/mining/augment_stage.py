@@ -1,9 +1,13 @@
 """The ``augment`` stage: everything the teacher scores per training query -> ``examples/``.
 
 Per training query (schema EXAMPLES; texts follow ``raykd.mining.dark_examples``):
-``pos`` per positive, ``neg`` per pool negative, ``rein`` per positive x top-``n_rein`` pool
-negatives (retrieved before random, then pool rank, then source order: ADAM reinforces hard
-negatives, and a random draw's "rank" ranks nothing), ``mask`` per positive x ``mask_ratios``.
+``pos`` per positive, ``neg`` per pool negative, ``rein`` per positive x ``n_rein`` pool
+negatives, ``mask`` per positive x ``mask_ratios``. The twinned negatives are, with
+``rein_pick: top``, the first ``n_rein`` in (retrieved before random, then pool rank, then source)
+order: ADAM reinforces hard negatives, and a random draw's "rank" ranks nothing. With
+``rein_pick: random`` they are ``n_rein`` drawn uniformly among the retrieved negatives (seeded
+per query; random-source ones only when too few were retrieved), ADAM's "we randomly select m
+hard negatives" (§4.3).
 
 The driver plans the rows (ids only: bounded by queries x pool size). Ray Data reads the corpus
 in one streaming pass keeping only the needed pids, then actors attach the texts and tokenise
@@ -44,6 +48,8 @@ def plan_examples(
     sources: list[str],
     n_rein: int,
     mask_ratios: list[float],
+    rein_pick: str = "top",
+    seed: int = 0,
 ) -> tuple[pa.Table, list[str]]:
     """The example rows without texts, in output order, and the queries with an empty pool."""
     prio = {s: i for i, s in enumerate(sources)}
@@ -55,13 +61,20 @@ def plan_examples(
     empty = []
     for qid in sorted(qids):
         pos = sorted(positives[qid])
-        ranked = [p for *_, p in sorted(negs.get(qid, []))]
+        order = sorted(negs.get(qid, []))
+        ranked = [p for *_, p in order]
         if not ranked:
             empty.append(qid)
+        twinned = ranked[:n_rein]
+        if rein_pick == "random":
+            retrieved = [p for is_random, *_, p in order if not is_random]
+            drawn = dx.rein_rng(seed, qid).permutation(len(retrieved))[:n_rein]
+            twinned = [retrieved[i] for i in sorted(drawn)]
+            twinned += [p for is_random, *_, p in order if is_random][: n_rein - len(twinned)]
         per_kind = {
             "pos": [(dx.eid_pos(qid, p), p, None, None) for p in pos],
             "neg": [(dx.eid_neg(qid, p), p, None, None) for p in ranked],
-            "rein": [(dx.eid_rein(qid, p, n), p, n, None) for p in pos for n in ranked[:n_rein]],
+            "rein": [(dx.eid_rein(qid, p, n), p, n, None) for p in pos for n in twinned],
             "mask": [(dx.eid_mask(qid, p, r), p, None, r) for p in pos for r in mask_ratios],
         }
         for kind in dx.KINDS:
@@ -184,7 +197,9 @@ def run_augment(ctx: StageContext) -> StageResult:
                 ctx.run.path(f"qrels/{split}"), f"training query {qid!r} has no positive"
             )
     pool = read_table(ctx.run, "pool", ["qid", "pid", "rank", "source"])
-    plan, empty = plan_examples(qids, positives, pool, cfg.mining.sources, a.n_rein, a.mask_ratios)
+    plan, empty = plan_examples(
+        qids, positives, pool, cfg.mining.sources, a.n_rein, a.mask_ratios, a.rein_pick, a.seed
+    )
     if empty:
         log.warning(
             "augment: %d training queries have no pool negative (e.g. %s)", len(empty), empty[0]

@@ -63,6 +63,12 @@ def mask_rng(seed: int, qid: str, pid: str, ratio: float) -> np.random.Generator
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
 
+def rein_rng(seed: int, qid: str) -> np.random.Generator:
+    """The generator choosing a query's twinned negatives (``augment.rein_pick: random``)."""
+    key = f"{seed}|{qid}|rein".encode()
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+
+
 def mask_positions(n: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
     """``round(ratio * n)`` distinct positions in ``[0, n)``, sorted."""
     k = round(ratio * n)

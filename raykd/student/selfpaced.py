@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -41,3 +43,46 @@ def self_paced_indices(
     order = np.lexsort((np.arange(len(c)), -c))
     idx = np.sort(order[:k]).astype(np.int64)
     return torch.as_tensor(idx, device=confidences.device) if is_tensor else idx
+
+
+def global_keep(
+    confidences: Sequence[np.ndarray], epoch: int, total_epochs: int
+) -> list[np.ndarray]:
+    """ADAM Eq. 8 over a global batch that data parallelism split into parts.
+
+    The paper sorts "a batch of training instances" of size b (128): the global batch of one
+    optimizer step, however many workers and accumulation steps share it. confidences: one
+    array [b_k] per part (every worker's micro-batches of the step, in a fixed order), together
+    the global batch of b = sum b_k. Returns one bool mask [b_k] per part: True = in the
+    ``keep_count(b, epoch, total_epochs)`` most confident of the whole batch. Exact ties are
+    broken towards the earlier part, then the earlier row.
+    """
+    flat = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in confidences])
+    keep = np.zeros(len(flat), dtype=bool)
+    keep[self_paced_indices(flat, epoch, total_epochs)] = True
+    bounds = np.cumsum([len(c) for c in confidences])[:-1]
+    return np.split(keep, bounds)
+
+
+def annotate_self_paced(batches: list[dict], epoch: int, total_epochs: int) -> None:
+    """ADAM's self-paced subset (Eq. 8) over the global batch of one optimizer step.
+
+    Gathers every worker's confidences of the step (its micro-batches, equal-sized), ranks the
+    global batch once (``selfpaced.global_keep``) and sets each batch's ``keep`` [B] and
+    ``kd_denominator`` (global kept count / (workers x micro-batches)), so the gradient that
+    DeepSpeed averages is that of the mean KL over the global kept rows.
+    """
+    import torch.distributed as dist
+
+    local = torch.cat([b["confidence"] for b in batches])
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    parts = [local]
+    if world > 1:
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local)
+    masks = global_keep([p.cpu().numpy() for p in parts], epoch, total_epochs)
+    rank = dist.get_rank() if world > 1 else 0
+    denominator = sum(int(m.sum()) for m in masks) / (world * len(batches))
+    mine = torch.as_tensor(masks[rank], device=local.device)
+    for b, keep in zip(batches, mine.split([len(b["confidence"]) for b in batches]), strict=True):
+        b["keep"], b["kd_denominator"] = keep, denominator

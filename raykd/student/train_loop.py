@@ -29,7 +29,8 @@ from torch import nn
 from raykd.config import JobConfig
 from raykd.student.batching import StudentCollator
 from raykd.student.deepspeed_config import deepspeed_config
-from raykd.student.losses import LOSSES, adam_loss, in_batch_info_nce, info_nce
+from raykd.student.losses import LOSSES, adam_loss, compose, in_batch_info_nce, info_nce
+from raykd.student.selfpaced import annotate_self_paced
 
 DS_TAG = "state"
 
@@ -75,6 +76,9 @@ class Task:
     # (module) -> metrics added to the epoch's report (e.g. a dev metric for Tune's ASHA);
     # called on every rank, so a ZeRO-3 forward stays collective
     on_epoch_end: Callable[[nn.Module], dict[str, float]] | None = None
+    # (this worker's micro-batches of one optimizer step, 1-based epoch) -> None: annotates the
+    # batches with what needs the whole global batch; collective, called on every rank
+    on_step: Callable[[list[dict], int], None] | None = None
 
 
 def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -112,43 +116,39 @@ def student_task(job: JobConfig, model_dir: str) -> Task:
             r = adam_loss(
                 scores,
                 batch["teacher"],
-                batch["confidence"],
-                epoch=epoch,
-                total_epochs=tr.epochs,
+                batch["keep"],
                 lambda_sup=tr.lambda_sup,
                 mask=mask,
                 sup_mask=batch["sup_mask"],
+                kd_denominator=batch["kd_denominator"],
                 sup_temperature=tr.sup_temperature,
                 student_temperature=tr.student_temperature,
                 teacher_temperature=tr.teacher_temperature,
             )
-            return r.loss, {
-                "sup": r.sup.item(),
-                "kd": r.kd.item(),
-                "kept": float(r.kept),
-                "batch": float(r.batch),
-            }
-        kw = {}
-        if tr.loss == "kl":
-            kw = {
-                "student_temperature": tr.student_temperature,
-                "teacher_temperature": tr.teacher_temperature,
-            }
-        kd = LOSSES[tr.loss](scores, batch["teacher"], mask=mask, **kw)
-        if tr.in_batch_negatives:
-            idx = batch["cand_index"]
-            sup = in_batch_info_nce(
-                st.scale * out["q"],
-                out["p"][idx[:, 0]],
-                out["p"][idx[:, 1:]],
-                temperature=tr.sup_temperature,
-                c_mask=mask[:, 1:],
-            )
+            # This micro-batch's share of the global batch's kept rows (r.kept varies by worker).
+            kd, sup, kept = r.kd, r.sup, float(batch["kd_denominator"])
         else:
-            sup = info_nce(scores, temperature=tr.sup_temperature, mask=mask)
-        b = float(scores.shape[0])
-        metrics = {"sup": sup.item(), "kd": kd.item(), "kept": b, "batch": b}
-        return kd + tr.lambda_sup * sup, metrics
+            kw = {}
+            if tr.loss == "kl":
+                kw = {
+                    "student_temperature": tr.student_temperature,
+                    "teacher_temperature": tr.teacher_temperature,
+                }
+            kd = LOSSES[tr.loss](scores, batch["teacher"], mask=mask, **kw)
+            if tr.in_batch_negatives:
+                idx = batch["cand_index"]
+                sup = in_batch_info_nce(
+                    st.scale * out["q"],
+                    out["p"][idx[:, 0]],
+                    out["p"][idx[:, 1:]],
+                    temperature=tr.sup_temperature,
+                    c_mask=mask[:, 1:],
+                )
+            else:
+                sup = info_nce(scores, temperature=tr.sup_temperature, mask=mask)
+            kept = float(scores.shape[0])
+        metrics = {"sup": sup.item(), "kd": kd.item(), "kept": kept, "batch": float(len(scores))}
+        return compose(tr.objective, kd, sup, tr.lambda_sup), metrics
 
     def export(module: nn.Module, state: dict[str, torch.Tensor], dest: str) -> None:
         module.save(
@@ -159,7 +159,13 @@ def student_task(job: JobConfig, model_dir: str) -> Task:
             state_dict=state,
         )
 
-    return Task(model=model, collate=collate, loss=loss, export=export)
+    on_step = None
+    if dark:
+
+        def on_step(batches: list[dict], epoch: int) -> None:
+            annotate_self_paced(batches, epoch, tr.epochs)
+
+    return Task(model=model, collate=collate, loss=loss, export=export, on_step=on_step)
 
 
 def make_task(ref: str, job: JobConfig, model_dir: str) -> Task:
@@ -259,28 +265,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             prefetch_batches=2,
             **shuffle,
         )
-        for i, batch in enumerate(batches):
-            if i >= micro_per_epoch:
-                break
-            if i < skip:  # consumed before the checkpoint this run resumed from
-                continue
-            # Dropout draws from the global generator, which other threads of the worker also
-            # use: seeding each micro-batch keeps its masks a function of (seed, epoch, i) alone.
-            torch.manual_seed(hash((params.seed, rank, epoch, i)))
-            out = engine(batch)
-            loss, metrics = task.loss(out, batch, epoch)
-            engine.backward(loss)
-            engine.step()
-            b = int(batch["cand_mask"].shape[0])
-            state["micro_in_epoch"] = i + 1
-            state["samples"] += b * world
-            state["kept"] += int(metrics.get("kept", b))
-            state["batch"] += b
-            meter.add(loss.item(), metrics, b * world)
-            if state["micro_in_epoch"] % params.grad_accum:  # not an optimizer step yet
-                continue
+        for step_batches in _steps(batches, params.grad_accum, micro_per_epoch, skip):
+            if task.on_step is not None:
+                task.on_step([b for _, b in step_batches], epoch)
+            for i, batch in step_batches:
+                # Dropout draws from the global generator, which other threads of the worker
+                # also use: seeding each micro-batch keeps its masks a function of (seed, epoch,
+                # i) alone.
+                torch.manual_seed(hash((params.seed, rank, epoch, i)))
+                out = engine(batch)
+                loss, metrics = task.loss(out, batch, epoch)
+                engine.backward(loss)
+                engine.step()
+                b = int(batch["cand_mask"].shape[0])
+                state["micro_in_epoch"] = i + 1
+                state["samples"] += b * world
+                state["kept"] += metrics.get("kept", b)
+                state["batch"] += b
+                meter.add(loss.item(), metrics, b * world)
             step = engine.global_steps
-            if i + 1 == micro_per_epoch:  # the epoch-end report below checkpoints this step
+            if step_batches[-1][0] + 1 == micro_per_epoch:  # the epoch-end report checkpoints it
                 continue
             if params.checkpoint_every_steps and step % params.checkpoint_every_steps == 0:
                 _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=True)
@@ -299,13 +303,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "step": engine.global_steps,
         "start_step": start_step,
         "samples": state["samples"],
-        "kept_total": state["kept"] * world,
+        "kept_total": round(state["kept"] * world),
         "batch_total": state["batch"] * world,
         "samples_per_s": meter.run_rate(),
         "loss": meter.last_loss,
         "first_loss": state["first_loss"],
     }
     return summary
+
+
+def _steps(batches, grad_accum: int, limit: int, skip: int):
+    """(index, micro-batch) lists of one optimizer step each, up to micro-batch ``limit``.
+
+    The first ``skip`` micro-batches (consumed before the checkpoint a run resumed from, which
+    is always at a step boundary) are read and dropped. A step is handed over whole, so work
+    that needs the global batch (ADAM's self-paced ranking) sees all of it before the first
+    forward pass.
+    """
+    step: list[tuple[int, dict]] = []
+    for i, batch in enumerate(batches):
+        if i >= limit:
+            break
+        if i < skip:
+            continue
+        step.append((i, batch))
+        if len(step) == grad_accum:
+            yield step
+            step = []
 
 
 class _Meter:

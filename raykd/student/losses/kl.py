@@ -23,6 +23,28 @@ def kl_loss(
     Computed in at least fp32 from log_softmax, so teacher logits spanning tens of units do not
     underflow to log 0. No tau^2 factor. Returns a scalar.
     """
+    return kl_per_query(
+        student,
+        teacher,
+        mask=mask,
+        student_temperature=student_temperature,
+        teacher_temperature=teacher_temperature,
+    ).mean()
+
+
+def kl_per_query(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(softmax(teacher / tau_t) || softmax(student / tau_s)) of each query: [B].
+
+    Inputs as ``kl_loss``; callers that average over a set other than the batch (ADAM's
+    self-paced subset of a global batch) sum these themselves.
+    """
     if student.shape != teacher.shape:
         raise ValueError(f"student {tuple(student.shape)} != teacher {tuple(teacher.shape)}")
     mask = valid_mask(student, mask)
@@ -33,4 +55,4 @@ def kl_loss(
     log_q = F.log_softmax((upcast(student) / student_temperature).masked_fill(~mask, neg_inf), 1)
     # Zero the padded log-probs before subtracting: -inf - -inf would be NaN (and so its grad).
     diff = log_p.masked_fill(~mask, 0.0) - log_q.masked_fill(~mask, 0.0)
-    return (log_p.exp() * diff).sum(dim=1).mean()
+    return (log_p.exp() * diff).sum(dim=1)
