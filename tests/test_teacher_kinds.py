@@ -148,6 +148,26 @@ def test_combine_minmax_by_hand():
     np.testing.assert_allclose(got, [0.0, 0.0, 0.5, 0.7, 1.0], rtol=1e-6, atol=1e-7)
 
 
+def test_normalisation_statistics_exclude_dark_rows():
+    """Adding dark examples must not move the original rows' targets: the statistics come from
+    the reference rows (positives + pool negatives) and are applied to the dark rows."""
+    qids = np.array(["a"] * 5 + ["b"] * 2)
+    s = np.array([1.0, 2.0, 3.0, 2.5, 9.0, 4.0, 6.0])
+    ref = np.array([True, True, True, False, False, False, False])  # b: no reference row
+    # a: min 1, max 3 over the reference rows; the dark 2.5 -> 0.75 and 9 -> 4 (outside [0, 1]).
+    got = normalize_per_query(s, qids, "minmax", ref)
+    np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 0.75, 4.0, 0.0, 1.0])
+    # z: mean 2, population std sqrt(2/3) over a's reference rows; b over all its rows.
+    z = np.sqrt(2 / 3)
+    got = normalize_per_query(s, qids, "zscore", ref)
+    np.testing.assert_allclose(got, [-1 / z, 0.0, 1 / z, 0.5 / z, 7 / z, -1.0, 1.0])
+    # The reference rows' values equal those of a normalisation without the dark rows.
+    alone = normalize_per_query(s[:3], qids[:3], "minmax")
+    np.testing.assert_allclose(normalize_per_query(s, qids, "minmax", ref)[:3], alone)
+    got = combine({"x": s, "y": 2 * s}, [0.3, 0.7], qids, "minmax", ref=ref)
+    np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 0.75, 4.0, 0.0, 1.0], rtol=1e-6)
+
+
 def test_combine_and_normalize_reject_bad_input():
     with pytest.raises(ValueError, match="weights"):
         combine({"x": S1}, {"y": 1.0}, QIDS)
@@ -206,8 +226,12 @@ def test_ensemble_scores_dark_examples_through_the_score_stage(
     np.testing.assert_allclose(
         scores["score_1_bi_encoder"], bi.score(q_texts, texts), rtol=1e-4, atol=1e-5
     )
+    # Normalised with the statistics of the positives and pool negatives alone.
     want = combine(
-        {c: scores[c].to_numpy() for c in cols}, [0.3, 0.5, 0.2], scores["qid"].to_numpy()
+        {c: scores[c].to_numpy() for c in cols},
+        [0.3, 0.5, 0.2],
+        scores["qid"].to_numpy(),
+        ref=scores["kind"].isin(["pos", "neg"]).to_numpy(),
     )
     np.testing.assert_allclose(scores["score"], want, rtol=1e-5, atol=1e-5)
     dark = scores[scores["kind"].isin(["rein", "mask"])]

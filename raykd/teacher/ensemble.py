@@ -1,7 +1,9 @@
 """A weighted ensemble of teachers, combined per query after normalisation.
 
 ``score = sum_i w_i * normalize_q(s_i)`` where ``normalize_q`` is z-score (default) or min-max
-over the query's scored examples (``raykd.teacher.normalize``). Each member's raw score is kept
+with the statistics of the query's positives and pool negatives (``raykd.teacher.normalize``):
+dark examples are normalised with them but do not move them, so adding dark examples leaves the
+original rows' targets as they were. Each member's raw score is kept
 in the scores table as ``score_<i>_<kind>`` (``i`` = the member's position in
 ``teacher.members``, from 0; ``kind`` = its kind), e.g. ``score_0_bm25``, ``score_1_bi_encoder``,
 so reports can show each teacher; ``score`` holds the combination.
@@ -17,6 +19,10 @@ import numpy as np
 from raykd.teacher.base import Teacher, TeacherEnv, build_teacher, register_teacher
 from raykd.teacher.normalize import Method, normalize_per_query
 
+# Kinds whose scores define a query's normalisation: the positives and the pool negatives (an
+# eval rerank pool has none of these kinds, so all its rows count).
+REFERENCE_KINDS = ("pos", "neg")
+
 if TYPE_CHECKING:
     import ray.data
 
@@ -31,12 +37,14 @@ def combine(
     weights: Mapping[str, float] | Sequence[float],
     qids: np.ndarray,
     method: Method = "zscore",
+    ref: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weighted sum of the members' per-query-normalised scores (float32).
 
-    ``member_scores`` maps a member name to its raw scores, aligned with ``qids``; every query's
-    rows must all be present (normalisation is over the query's whole group). ``weights`` is
-    keyed like ``member_scores`` or given in its order.
+    ``member_scores`` maps a member name to its raw scores [N], aligned with ``qids`` [N]; every
+    query's rows must all be present. ``ref`` (bool [N]) marks the rows whose statistics define
+    each query's normalisation (default all; see ``normalize_per_query``). ``weights`` is keyed
+    like ``member_scores`` or given in its order.
     """
     if not member_scores:
         raise ValueError("an ensemble needs at least one member")
@@ -52,7 +60,7 @@ def combine(
     total = np.zeros(len(qids), dtype=np.float64)
     for name, weight in zip(names, w, strict=True):
         try:
-            total += weight * normalize_per_query(member_scores[name], qids, method)
+            total += weight * normalize_per_query(member_scores[name], qids, method, ref)
         except ValueError as err:
             raise ValueError(f"member {name!r}: {err}") from None
     return total.astype(np.float32)
@@ -93,11 +101,13 @@ class EnsembleTeacher:
                     raise RuntimeError(f"ensemble member {name}: rows do not match by (qid, eid)")
         assert joined is not None  # members is non-empty (checked by the builder)
         qids = joined.column("qid").to_numpy(zero_copy_only=False)
+        kinds = joined.column("kind").to_numpy(zero_copy_only=False)
         combined = combine(
             {name: joined.column(name).to_numpy() for name, _, _ in self.members},
             [w for _, w, _ in self.members],
             qids,
             self.method,
+            ref=np.isin(kinds, REFERENCE_KINDS),
         )
         table = joined.select(["qid", "eid", "kind"]).append_column(
             "score", pa.array(combined, type=pa.float32())
