@@ -99,3 +99,20 @@ def test_readme_reference_is_current():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split(REFERENCE_START, 1)[1].split(REFERENCE_END, 1)[0].strip()
     assert block == reference_markdown(), "run: raykd config reference --write README.md"
+
+
+def test_method_defaults_are_the_papers():
+    """A default that departs from the paper is a bug unless documented: ADAM §3.2 (no softmax
+    temperature), §4.3 (m = 10, 5 masked positives at 0.15-0.55, λ = 0.01, lr 5e-5, batch 128,
+    warm-up 100, lengths 32 / 128, m originals drawn at random); Jang et al. (equal-width
+    strata, equal quotas: the whole score spectrum)."""
+    cfg = JobConfig()
+    tr, c = cfg.train, cfg.candidates
+    assert tr.teacher_temperature == tr.student_temperature == tr.sup_temperature == 1.0
+    assert cfg.student.scale == 1.0
+    assert (tr.objective, tr.loss, tr.lambda_sup) == ("kd_sup", "kl", 0.01)
+    assert (tr.lr, tr.batch_size, tr.warmup_steps) == (5e-5, 128, 100)
+    assert (cfg.student.max_query_length, cfg.student.max_passage_length) == (32, 128)
+    assert (c.m, c.n_masked, c.dark_base) == (10, 5, "random")
+    assert cfg.augment.mask_ratios == [0.15, 0.25, 0.35, 0.45, 0.55]
+    assert (c.binning, c.allocation) == ("equal_width", "equal")
