@@ -34,8 +34,9 @@ Finished runs are skipped on a re-run with the same settings (stage manifests); 
 train stage resumes from its last epoch checkpoint.
 
 Memory: the dark arm's batch of 32 queries x 14 passages x 128 tokens peaks at ~17 GB RSS in one
-CPU worker, topk's 5 passages ~9 GB (measured): on a smaller machine add ``--set train.grad_accum=4``,
-which keeps the global batch (and ADAM's global self-paced ranking) and cuts the activations 4x.
+CPU worker, topk's 5 passages at ~9 GB (measured): on a smaller machine add
+``--set train.grad_accum=4``, which keeps the global batch (and ADAM's global self-paced
+ranking) and cuts the activations 4x.
 """
 
 from __future__ import annotations
