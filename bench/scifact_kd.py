@@ -336,10 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         ensure_ray(base_cfg.ray)
 
     def seconds(run: RunDir, stage: str, ran: bool) -> str:
-        """The wall time the stage's manifest records, or that it was reused."""
-        if not ran:
-            return "skipped (current)"
-        return f"{run.read_json(f'{MANIFESTS}/{stage}.json')['wall_time_s']:.0f}"
+        """The wall time the stage's manifest records; "(reused)" when this invocation found the
+        output current, so the time is that of the run that made it."""
+        wall = f"{run.read_json(f'{MANIFESTS}/{stage}.json')['wall_time_s']:.0f}"
+        return wall if ran else f"{wall} (reused)"
 
     t0 = time.perf_counter()
     ran = run_pipeline(base_cfg, base, until="score", before_run=start_ray)
