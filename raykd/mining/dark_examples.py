@@ -59,14 +59,18 @@ def eid_mask(qid: str, pid: str, ratio: float) -> str:
 
 def mask_rng(seed: int, qid: str, pid: str, ratio: float) -> np.random.Generator:
     """A generator that depends only on (seed, qid, pid, ratio): never on order or batching."""
-    key = f"{seed}|{qid}|{pid}|{ratio:.2f}".encode()
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+    return _keyed_rng(f"{seed}|{qid}|{pid}|{ratio:.2f}")
 
 
 def rein_rng(seed: int, qid: str) -> np.random.Generator:
     """The generator choosing a query's twinned negatives (``augment.rein_pick: random``)."""
-    key = f"{seed}|{qid}|rein".encode()
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+    return _keyed_rng(f"{seed}|{qid}|rein")
+
+
+def _keyed_rng(key: str) -> np.random.Generator:
+    return np.random.default_rng(
+        int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    )
 
 
 def mask_positions(n: int, ratio: float, rng: np.random.Generator) -> np.ndarray:

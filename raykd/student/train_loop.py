@@ -14,11 +14,9 @@ after a worker failure continues where the last checkpoint left off instead of r
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +28,7 @@ from raykd.config import JobConfig
 from raykd.student.batching import StudentCollator
 from raykd.student.deepspeed_config import deepspeed_config
 from raykd.student.losses import LOSSES, adam_loss, compose, in_batch_info_nce, info_nce
+from raykd.student.meter import Meter
 from raykd.student.selfpaced import annotate_self_paced
 
 DS_TAG = "state"
@@ -244,7 +243,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     start_step = engine.global_steps
 
     shard = ray.train.get_dataset_shard("train")
-    meter = _Meter()
+    meter = Meter()
     # from_pretrained leaves the model in eval mode: dropout is part of fine-tuning.
     engine.train()
     for epoch in range(state["epochs_done"] + 1, params.epochs + 1):
@@ -330,44 +329,6 @@ def _steps(batches, grad_accum: int, limit: int, skip: int):
         if len(step) == grad_accum:
             yield step
             step = []
-
-
-class _Meter:
-    """Averages metrics between reports; throughput excludes the first report window (warm-up)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.n = 0
-        self.samples = 0
-        self.t0 = time.perf_counter()
-        self.last_loss = math.nan
-        self.steady_samples = 0
-        self.steady_time = 0.0
-        self.windows = 0
-
-    def add(self, loss: float, metrics: dict[str, float], samples: int) -> None:
-        for k, v in {"loss": loss, **metrics}.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.n += 1
-        self.samples += samples
-
-    def flush(self) -> dict[str, float]:
-        now = time.perf_counter()
-        dt = now - self.t0
-        # Counts are summed over the window, everything else averaged.
-        out = {k: v if k in ("kept", "batch") else v / max(1, self.n) for k, v in self.sums.items()}
-        out["samples_per_s"] = self.samples / dt if dt > 0 else 0.0
-        if self.n:
-            self.last_loss = out["loss"]
-            self.windows += 1
-            if self.windows > 1:
-                self.steady_samples += self.samples
-                self.steady_time += dt
-        self.sums, self.n, self.samples, self.t0 = {}, 0, 0, now
-        return out
-
-    def run_rate(self) -> float:
-        return self.steady_samples / self.steady_time if self.steady_time > 0 else math.nan
 
 
 def _report(engine, metrics, state, epoch, step, sched, rank, *, checkpoint: bool) -> None:

@@ -6,7 +6,7 @@ import torch
 
 from raykd.student.losses.adam import AdamLoss, adam_loss
 from raykd.student.losses.infonce import in_batch_info_nce, info_nce
-from raykd.student.losses.kl import kl_loss, kl_per_query
+from raykd.student.losses.kl import kl_loss
 from raykd.student.losses.margin_mse import margin_mse_loss
 from raykd.student.losses.objective import compose
 from raykd.student.losses.ranknet import ranknet_loss
@@ -26,7 +26,6 @@ __all__ = [
     "in_batch_info_nce",
     "info_nce",
     "kl_loss",
-    "kl_per_query",
     "margin_mse_loss",
     "ranknet_loss",
 ]

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from raykd.student.losses.infonce import info_nce
-from raykd.student.losses.kl import kl_per_query
+from raykd.student.losses.kl import kl_loss
+from raykd.student.losses.objective import compose
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,16 @@ def adam_loss(
     )
     kept = int(keep.sum())
     if kept:
-        per_query = kl_per_query(
+        per_query = kl_loss(
             student[keep, 1:],
             teacher[keep, 1:],
             mask=mask[keep, 1:],
             student_temperature=student_temperature,
             teacher_temperature=teacher_temperature,
+            reduction="none",
         )
         kd = per_query.sum() / (kept if kd_denominator is None else kd_denominator)
     else:  # this worker's part of the global batch holds none of the kept rows
         kd = student.sum() * 0.0
-    return AdamLoss(loss=lambda_sup * sup + kd, sup=sup, kd=kd, kept=kept, batch=b)
+    loss = compose("kd_sup", kd, sup, lambda_sup)
+    return AdamLoss(loss=loss, sup=sup, kd=kd, kept=kept, batch=b)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
@@ -15,35 +17,15 @@ def kl_loss(
     mask: torch.Tensor | None = None,
     student_temperature: float = 1.0,
     teacher_temperature: float = 1.0,
+    reduction: Literal["mean", "none"] = "mean",
 ) -> torch.Tensor:
     """Mean over queries of KL(softmax(teacher / tau_t) || softmax(student / tau_s)).
 
     student, teacher: [B, n] scores over the same candidates (any column order, shared).
     mask: bool [B, n], True = real candidate; padded columns take no part in either softmax.
     Computed in at least fp32 from log_softmax, so teacher logits spanning tens of units do not
-    underflow to log 0. No tau^2 factor. Returns a scalar.
-    """
-    return kl_per_query(
-        student,
-        teacher,
-        mask=mask,
-        student_temperature=student_temperature,
-        teacher_temperature=teacher_temperature,
-    ).mean()
-
-
-def kl_per_query(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    student_temperature: float = 1.0,
-    teacher_temperature: float = 1.0,
-) -> torch.Tensor:
-    """KL(softmax(teacher / tau_t) || softmax(student / tau_s)) of each query: [B].
-
-    Inputs as ``kl_loss``; callers that average over a set other than the batch (ADAM's
-    self-paced subset of a global batch) sum these themselves.
+    underflow to log 0. No tau^2 factor. Returns a scalar, or with ``reduction="none"`` the KL of
+    each query [B] (ADAM averages over its self-paced subset of a global batch instead).
     """
     if student.shape != teacher.shape:
         raise ValueError(f"student {tuple(student.shape)} != teacher {tuple(teacher.shape)}")
@@ -55,4 +37,5 @@ def kl_per_query(
     log_q = F.log_softmax((upcast(student) / student_temperature).masked_fill(~mask, neg_inf), 1)
     # Zero the padded log-probs before subtracting: -inf - -inf would be NaN (and so its grad).
     diff = log_p.masked_fill(~mask, 0.0) - log_q.masked_fill(~mask, 0.0)
-    return (log_p.exp() * diff).sum(dim=1)
+    per_query = (log_p.exp() * diff).sum(dim=1)
+    return per_query.mean() if reduction == "mean" else per_query

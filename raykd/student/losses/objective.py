@@ -15,10 +15,10 @@ def compose(
     """The loss from its two terms (scalars).
 
     kd_sup: ``kd + lambda_sup * sup``, ADAM's L (Tao et al. 2024, Eq. 9; λ = 0.01 in §4.3).
-    kd: distillation alone (ADAM's "w/o. L_sup" ablation).
-    sup: InfoNCE over the positive and the candidate set alone, no teacher: localised
-        contrastive estimation (Gao et al. 2021), the supervised baseline Parry, Ganguly and
-        MacAvaney (2025) compare distillation against.
+    kd: distillation alone (ADAM §4.5 finds L_sup "indispensable" even at λ = 0.01; this is the
+        ablation).
+    sup: InfoNCE over the positive and the candidate set alone, no teacher: the contrastive
+        objective (LCE-style) that Parry, Ganguly and MacAvaney (2025) set distillation against.
     """
     if objective == "kd_sup":
         return kd + lambda_sup * sup
