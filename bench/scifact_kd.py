@@ -17,12 +17,12 @@ init on per-query nDCG@10 over the dev queries (t-test and a sign-flip randomisa
 several seeds, of the per-query mean over seeds), and the wall time of every stage: markdown to
 stdout and ``--out``; the report on the base run (``<base>/report/index.html``).
 
-Teacher: jobs/scifact.yaml's reference ensemble, 0.3·BM25 + 0.7·cosine all-MiniLM-L6-v2 min-maxed
-per query, or ``--teacher`` (a cross-encoder directory or HF id). Student init: all-MiniLM-L6-v2.
-CPU default (the setting that showed a gain over the init): all 709 training queries, pool BM25
-top-30 + 30 random, m=4, 2 epochs, batch 32, lr 5e-5, ~10% warm-up, 128 passage tokens in
-training and 256 at eval (init too); the teacher reranks BM25's top 30. ``--full`` (GPU): m=10,
-3 epochs, the reference pools (BM25 + MiniLM top-100, + 100 random for training), 256 at eval.
+Settings: jobs/scifact.yaml, the CPU recipe (its comments say what and why): all 709 training
+queries, pool BM25 top-30 + 30 random, the reference ensemble teacher 0.3·BM25 + 0.7·cosine
+all-MiniLM-L6-v2 min-maxed per query (or ``--teacher``, a cross-encoder directory or HF id), m=4,
+batch 32, 128 passage tokens in training and 256 at eval (init too); the teacher reranks BM25's
+top 30. ``--full`` (GPU): m=10, 3 epochs, the reference pools (BM25 + MiniLM top-100, + 100
+random for training).
 
     python bench/scifact_kd.py                  # CPU default, 1 seed: expected 90+ min on 2 cores
     python bench/scifact_kd.py --seeds 3        # mean ± std over seeds 0..2 (3x the student runs)
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import statistics
 import sys
@@ -54,7 +53,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/scifact"
-SCIFACT_TRAIN_QUERIES = 709
 ARMS: dict[str, dict[str, object]] = {
     "random": {"candidates.strategy": "random"},
     "topk": {"candidates.strategy": "topk"},
@@ -93,8 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="markdown results (default <run-dir>/results.md)")
     p.add_argument("--full", action="store_true", help="GPU: all queries, m=10, 3 epochs")
     p.add_argument("--train-queries", type=int, default=None, help="cap (default: all)")
-    p.add_argument("--epochs", type=int, default=None, help="default 2; full: 3")
-    p.add_argument("--m", type=int, default=None, help="negatives per query (default 4; full: 10)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the job's; full: 3")
+    p.add_argument("--m", type=int, default=None, help="negatives per query (job's; full: 10)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per arm")
     p.add_argument(
         "--strategies",
@@ -111,8 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra config override for every run (repeatable; an arm's own keys win)",
     )
     args = p.parse_args(argv)
-    args.epochs = args.epochs or (3 if args.full else 2)
-    args.m = args.m or (10 if args.full else 4)
     arms = (s.strip() for s in args.strategies.split(","))
     args.strategies = list(dict.fromkeys(a for a in arms if a))
     bad = [s for s in args.strategies if s not in ARMS]
@@ -125,61 +121,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """The base config as dotted keys (on top of jobs/scifact.yaml)."""
-    full = args.full
-    teacher = (
-        {"teacher.kind": "cross_encoder", "teacher.model": args.teacher, "teacher.members": []}
-        if args.teacher
-        else {}
-    )
-    # On CPU every stage runs one actor or worker at a time: give it every core.
-    threads = None if full else os.cpu_count()
-    batch = 32
-    # ~10% of the optimiser steps as warm-up (the loader drops a last partial batch): 5 of 44.
-    steps = ((args.train_queries or SCIFACT_TRAIN_QUERIES) // batch) * args.epochs
-    return {
-        "data.path": str(Path(args.data).resolve()),
-        "data.max_train_queries": args.train_queries,
-        # A pool wide enough for every arm: retriever top-k plus uniform random passages (the
-        # CPU default leaves out the dense top-k: encoding the corpus costs minutes).
-        "mining.sources": ["bm25", "dense", "random"] if full else ["bm25", "random"],
-        "mining.depth": 100 if full else 30,
-        "mining.n_random": 100 if full else 30,
-        "mining.use_gpu": full,
-        "mining.torch_threads": threads,
-        **teacher,
-        "teacher.batch_size": 64,
-        "teacher.num_gpus_per_actor": 1.0 if full else 0.0,
-        "teacher.torch_threads": threads,
-        # ADAM §4.3: twins for m negatives drawn at random among the retrieved ones, so the dark
-        # arm's originals are m random hard negatives (the other arms ignore the twins).
-        "augment.n_rein": args.m,
-        "augment.rein_pick": "random",
-        "student.model": STUDENT_INIT,
-        # Training reads 128 passage tokens (MiniLM encodes ~37 passages/s at 128 on 2 cores);
-        # eval reads 256 for every dense system, init included, so init and students compare.
-        "student.max_passage_length": 128,
-        "candidates.m": args.m,
-        "candidates.n_strata": 5,
-        "candidates.on_short": "fill",
-        "train.epochs": args.epochs,
-        "train.batch_size": batch,
-        "train.lr": 3e-5 if full else 5e-5,
-        "train.warmup_steps": 10 if full else max(1, math.ceil(0.1 * steps)),
-        "train.use_gpu": full,
-        "train.torch_threads": threads,
-        "train.report_every": 5,
-        "train.num_to_keep": 1,
-        "eval.use_gpu": full,
-        "eval.torch_threads": threads,
-        "eval.depth": 100,
-        "eval.query_max_length": None,
-        "eval.passage_max_length": 256,
-        # The reference pool (BM25 top-100 + MiniLM top-100) costs ~20 CPU minutes to rerank.
-        "eval.rerank_sources": ["bm25", "dense"] if full else ["bm25"],
-        "eval.rerank_depth": 100 if full else 30,
-        "eval.measures": ["RR@10", "nDCG@10", "R@100"],
-    }
+    """Dotted-key overrides on jobs/scifact.yaml, the CPU recipe and the bench's default: the
+    collection, the flags given, and ``--full``'s GPU setting."""
+    out: dict[str, object] = {"data.path": str(Path(args.data).resolve())}
+    if args.teacher:
+        out.update(
+            {"teacher.kind": "cross_encoder", "teacher.model": args.teacher, "teacher.members": []}
+        )
+    if args.full:
+        gpu = ("mining.use_gpu", "train.use_gpu", "eval.use_gpu")
+        threads = ("mining.torch_threads", "teacher.torch_threads", "train.torch_threads")
+        out.update(
+            {
+                **dict.fromkeys(gpu, True),
+                **dict.fromkeys((*threads, "eval.torch_threads"), None),
+                # The reference pools: BM25 + MiniLM top-100 (+ 100 random for training).
+                "mining.sources": ["bm25", "dense", "random"],
+                "mining.depth": 100,
+                "mining.n_random": 100,
+                "teacher.num_gpus_per_actor": 1.0,
+                "train.epochs": 3,
+                "train.lr": 3e-5,
+                "train.warmup_steps": 10,
+                "candidates.m": 10,
+                "augment.n_rein": 10,
+                "eval.rerank_sources": ["bm25", "dense"],
+                "eval.rerank_depth": 100,
+            }
+        )
+    if args.train_queries:
+        out["data.max_train_queries"] = args.train_queries
+    if args.epochs:
+        out["train.epochs"] = args.epochs
+    if args.m:
+        # ADAM §4.3: the dark arm's m originals are m random hard negatives, each twinned.
+        out["candidates.m"] = out["augment.n_rein"] = args.m
+    return out
 
 
 def _assign(raw: dict, key: str, value: object) -> None:

@@ -1,4 +1,5 @@
-"""bench/scifact_kd.py's paired significance test on hand-checkable differences (no Ray)."""
+"""bench/scifact_kd.py: its paired significance test on hand-checkable differences, and its
+settings on top of jobs/scifact.yaml (no Ray)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,32 @@ def test_rejects_unpaired_input():
         bench.paired_test(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError):
         bench.paired_test(np.zeros(1), np.zeros(1))
+
+
+def _bench_config(argv: list[str]):
+    from raykd.config import load_config, validate
+
+    args = bench.parse_args(argv)
+    raw = load_config(_PATH.parents[1] / "jobs" / "scifact.yaml").model_dump(mode="json")
+    for key, value in bench.settings(args).items():
+        bench._assign(raw, key, value)
+    return validate(raw, "bench")
+
+
+def test_cpu_default_is_the_shipped_recipe():
+    from raykd.config import load_config
+
+    job = load_config(_PATH.parents[1] / "jobs" / "scifact.yaml")
+    cfg = _bench_config([])
+    assert cfg.model_dump(exclude={"data"}) == job.model_dump(exclude={"data"})
+    assert Path(cfg.data.path).is_absolute()
+
+
+def test_flags_and_full_override_the_recipe():
+    cfg = _bench_config(["--m", "6", "--epochs", "3", "--train-queries", "20"])
+    assert (cfg.candidates.m, cfg.augment.n_rein, cfg.train.epochs) == (6, 6, 3)
+    assert cfg.data.max_train_queries == 20
+    full = _bench_config(["--full"])
+    assert (full.candidates.m, full.augment.n_rein, full.train.epochs) == (10, 10, 3)
+    assert full.train.use_gpu and full.eval.use_gpu and full.teacher.num_gpus_per_actor == 1.0
+    assert full.mining.sources == ["bm25", "dense", "random"] and full.train.torch_threads is None

@@ -128,14 +128,14 @@ def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
     rows = summary.rows
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
     assert all(r["nDCG@10"] is not None and 0.0 <= r["nDCG@10"] <= 1.0 for r in rows)
-    assert all(1 <= r["epochs"] <= 2 for r in rows)
+    assert all(1 <= r["best_epoch"] <= r["epochs"] <= 2 for r in rows)
     assert min(r["epochs"] for r in rows) < 2, "ASHA stopped no trial early"
     assert rows[0]["nDCG@10"] == max(r["nDCG@10"] for r in rows)
 
     with open(run.path("tune/results.csv")) as f:
         table = list(csv.DictReader(f))
     assert [r["trial"] for r in table] == [r["trial"] for r in rows]
-    assert "| trial | train.lambda_sup | train.lr | nDCG@10 | epochs | status |" in (
+    assert "| trial | train.lambda_sup | train.lr | nDCG@10 | best_epoch | epochs | status |" in (
         open(run.path("tune/results.md")).read()
     )
     # Teacher scores came from the base: no trial dir holds its own.

@@ -185,19 +185,22 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
 
 
 def result_rows(grid, space: SearchSpace, metric: str, mode: str) -> list[dict[str, Any]]:
-    """One row per trial: its values, best dev metric, epochs run and status, best first."""
+    """One row per trial: its values, best dev metric, the epoch that reached it, epochs run and
+    status, best first."""
     rows = []
     for result in grid:
         df = result.metrics_dataframe
         values = df[metric].dropna() if df is not None and metric in df else None
-        best = None
+        best = best_epoch = None
         if values is not None and len(values):
-            best = float(values.max() if mode == "max" else values.min())
+            at = values.idxmax() if mode == "max" else values.idxmin()
+            best, best_epoch = float(values[at]), int(values.index.get_loc(at)) + 1
         rows.append(
             {
                 "trial": (result.metrics or {}).get("trial_id") or result.path.rsplit("/", 1)[-1],
                 **{p: result.config.get(p) for p in space.params},
                 metric: best,
+                "best_epoch": best_epoch,
                 "epochs": 0 if values is None else int(len(values)),
                 "status": "error" if result.error else "done",
             }
@@ -206,8 +209,12 @@ def result_rows(grid, space: SearchSpace, metric: str, mode: str) -> list[dict[s
     return sorted(rows, key=lambda r: math.inf if r[metric] is None else sign * r[metric])
 
 
+def columns(params: list[str], metric: str) -> list[str]:
+    return ["trial", *params, metric, "best_epoch", "epochs", "status"]
+
+
 def format_markdown(rows: list[dict[str, Any]], params: list[str], metric: str) -> str:
-    cols = ["trial", *params, metric, "epochs", "status"]
+    cols = columns(params, metric)
 
     def cell(v: Any) -> str:
         if v is None:
@@ -220,7 +227,7 @@ def format_markdown(rows: list[dict[str, Any]], params: list[str], metric: str) 
 
 
 def write_results(run: RunDir, summary: TuneSummary, params: list[str], metric: str) -> None:
-    cols = ["trial", *params, metric, "epochs", "status"]
+    cols = columns(params, metric)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols)
     writer.writeheader()
