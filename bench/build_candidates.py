@@ -85,47 +85,26 @@ def write_inputs(root: Path, n_queries: int, n_examples: int, n_rein: int, seed:
 
 def baseline(root: Path, strategy: str) -> float:
     """Seconds for the driver-only assembly: read everything, group by qid, assemble."""
-    from raykd.candidates.assemble import (
-        GROUP,
-        SRC_EXAMPLE,
-        SRC_POOL,
-        SRC_QUERY,
-        SRC_SCORE,
-        BuildSpec,
-        assemble_group,
-    )
+    from raykd.candidates import assemble as a
     from raykd.config import CandidatesSection
 
     start = time.perf_counter()
-    parts = []
-    for rel, src in (
-        ("queries/train", SRC_QUERY),
-        ("examples", SRC_EXAMPLE),
-        ("scores", SRC_SCORE),
-        ("pool", SRC_POOL),
-    ):
-        t = pq.read_table(root / rel)
-        n = t.num_rows
-        cols = {c: t[c] for c in t.column_names if c in GROUP.names}
-        cols["src"] = pa.array(np.full(n, src, dtype=np.int8))
-        parts.append(
-            pa.table(
-                [
-                    cols[f.name].cast(f.type) if f.name in cols else pa.nulls(n, f.type)
-                    for f in GROUP
-                ],
-                schema=GROUP,
-            )
-        )
+    inputs = (
+        ("queries/train", a.SRC_QUERY),
+        ("examples", a.SRC_EXAMPLE),
+        ("scores", a.SRC_SCORE),
+        ("pool", a.SRC_POOL),
+    )
+    parts = [a.to_group(pq.read_table(root / rel), src) for rel, src in inputs]
     table = pa.concat_tables(parts).sort_by("qid")
     qids = table["qid"]
     bounds = np.flatnonzero(pc.not_equal(qids[1:], qids[:-1]).to_numpy(zero_copy_only=False)) + 1
     starts = [0, *bounds.tolist()]
     ends = [*bounds.tolist(), table.num_rows]
-    spec = BuildSpec.from_config(CandidatesSection(strategy=strategy, m=10))
+    cand = CandidatesSection(strategy=strategy, m=10)
     out = [
-        assemble_group(table.slice(a, b - a), spec, "examples", "scores")
-        for a, b in zip(starts, ends, strict=True)
+        a.assemble_group(table.slice(i, j - i), cand, 1.0, "examples", "scores")
+        for i, j in zip(starts, ends, strict=True)
     ]
     pa.concat_tables(out).sort_by([("qid", "ascending"), ("pos_pid", "ascending")])
     return time.perf_counter() - start

@@ -91,7 +91,9 @@ def train_rows(corpus, queries, pos, n_rows: int, n_neg: int, seed: int = 0) -> 
 
 def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
     """Samples/s of plain PyTorch over ``--steps`` steps after ``--warmup`` untimed ones."""
-    from raykd.student.train_loop import lr_lambda, student_task
+    from transformers import get_linear_schedule_with_warmup
+
+    from raykd.student.train_loop import student_task
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -99,7 +101,7 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
     tr = job.train
     opt = torch.optim.AdamW(task.model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     total = args.warmup + args.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tr.warmup_steps, total))
+    sched = get_linear_schedule_with_warmup(opt, tr.warmup_steps, total)
     cols = table.to_pydict()
     start = None
     for step in range(total):
@@ -119,7 +121,7 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
 def raykd_loop(job, model_dir: str, source: str, out: str, args) -> dict:
     import ray
 
-    from raykd.student.train_stage import STUDENT_TASK, RayPlan, fit, loop_params
+    from raykd.student.train_stage import STUDENT_TASK, fit
 
     ray.init(num_cpus=args.threads + 1, include_dashboard=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -127,10 +129,7 @@ def raykd_loop(job, model_dir: str, source: str, out: str, args) -> dict:
         return fit(
             task=STUDENT_TASK,
             job=job,
-            params=loop_params(job.train),
-            # The worker gets --threads CPUs (Ray sets its torch threads from them); the extra
-            # logical CPU runs the Parquet read.
-            plan=RayPlan(float(args.threads), 0, 1),
+            section="train",
             dataset=ray.data.read_parquet(source),
             source=source,
             model_dir=model_dir,
@@ -172,6 +171,11 @@ def main() -> None:
                     "warmup_steps": args.warmup,
                     "report_every": args.warmup,
                     "zero_stage": 0,
+                    # The worker gets --threads CPUs (Ray sets its torch threads from them); the
+                    # extra logical CPU runs the Parquet read.
+                    "cpus_per_worker": float(args.threads),
+                    "max_failures": 0,
+                    "num_to_keep": 1,
                 },
             }
         )

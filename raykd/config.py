@@ -96,22 +96,59 @@ class TeacherMember(Section):
     )
 
 
-class TeacherTrainSection(Section):
-    epochs: int = 1
-    lr: float = 5e-5
-    batch_size: int = 16
-    n_negatives: int = 7
-    warmup_steps: int = 100
-    num_workers: int = 1
+class TrainerSection(Section):
+    """What the training loop reads (the student's ``train``, the teacher's ``teacher.train``)."""
+
+    epochs: int = Field(1, ge=1)
+    num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
-    zero_stage: int = Field(0, ge=0, le=3)
+    cpus_per_worker: float = Field(0.5, gt=0, description="Leave CPUs for Ray Data reads.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Torch threads per CPU worker (Ray pins workers to one thread)."
+    )
+    lr: float = 5e-5
     weight_decay: float = 0.01
-    grad_clip: float = Field(1.0, ge=0)
-    cpus_per_worker: float = Field(0.5, gt=0)
+    batch_size: int = Field(128, ge=1, description="Global batch (queries) per step.")
+    shuffle_buffer: int = Field(
+        0,
+        ge=0,
+        description="Rows each worker shuffles per epoch; 0: the build's order (by qid), which "
+        "keeps a seed's run reproducible (Ray Data's local shuffle is not, even seeded).",
+    )
+    grad_accum: int = Field(1, ge=1)
+    warmup_steps: int = Field(
+        100, ge=0, description="Linear warm-up, then linear decay to 0 (transformers' schedule)."
+    )
+    zero_stage: int = Field(0, ge=0, le=3)
+    bf16: bool | None = Field(None, description="None: bf16 on GPU, fp32 on CPU.")
+    grad_checkpointing: bool = False
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping; 0: off.")
     report_every: int = Field(10, ge=1)
     max_failures: int = 1
-    num_to_keep: int = Field(1, ge=1)
+    num_to_keep: int = Field(2, ge=1)
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N optimizer steps (default: per epoch)."
+    )
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per train worker, e.g. {on_demand: 1} (cluster.yaml).",
+    )
     seed: int = 0
+
+    @property
+    def use_bf16(self) -> bool:
+        return self.use_gpu if self.bf16 is None else self.bf16
+
+    @property
+    def micro_batch(self) -> int:
+        """Queries per worker per forward pass."""
+        return max(1, self.batch_size // (self.num_workers * self.grad_accum))
+
+
+class TeacherTrainSection(TrainerSection):
+    batch_size: int = Field(16, ge=1, description="Global batch (queries) per step.")
+    num_to_keep: int = Field(1, ge=1)
+    n_negatives: int = Field(7, ge=1, description="Pool negatives per training query.")
 
 
 class TeacherSection(Section):
@@ -227,29 +264,8 @@ class CandidatesSection(Section):
     seed: int = 0
 
 
-class TrainSection(Section):
+class TrainSection(TrainerSection):
     lambda_sup: float = Field(0.01, ge=0)
-    epochs: int = Field(1, ge=1)
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(0.5, gt=0, description="Leave CPUs for Ray Data reads.")
-    torch_threads: int | None = Field(
-        None, ge=1, description="Torch threads per CPU worker (Ray pins workers to one thread)."
-    )
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    batch_size: int = Field(128, ge=1, description="Global batch (queries) per step.")
-    shuffle_buffer: int = Field(
-        0,
-        ge=0,
-        description="Rows each worker shuffles per epoch; 0: the build's order (by qid), which "
-        "keeps a seed's run reproducible (Ray Data's local shuffle is not, even seeded).",
-    )
-    grad_accum: int = Field(1, ge=1)
-    warmup_steps: int = 100
-    zero_stage: int = Field(0, ge=0, le=3)
-    bf16: bool | None = Field(None, description="None: bf16 on GPU, fp32 on CPU.")
-    grad_checkpointing: bool = False
     objective: Literal["kd_sup", "kd", "sup"] = Field(
         "kd_sup",
         description="kd_sup: L_kd + lambda_sup * L_sup (ADAM Eq. 9); kd: distillation alone; "
@@ -275,18 +291,6 @@ class TrainSection(Section):
         "keeps the paper's trade-off. Scale cosine students with student.scale instead.",
     )
     in_batch_negatives: bool = False
-    report_every: int = 10
-    max_failures: int = 1
-    num_to_keep: int = 2
-    checkpoint_every_steps: int | None = Field(
-        None, ge=1, description="Also checkpoint every N optimizer steps (default: per epoch)."
-    )
-    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping; 0: off.")
-    worker_resources: dict[str, float] = Field(
-        default_factory=dict,
-        description="Custom Ray resources per train worker, e.g. {on_demand: 1} (cluster.yaml).",
-    )
-    seed: int = 0
 
 
 class EvalSection(Section):

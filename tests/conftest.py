@@ -77,3 +77,12 @@ def prepared_run(ray_session, demo_config):
 
 def needs_scifact():
     return pytest.mark.skipif(not SCIFACT.is_dir(), reason="../shared/data/scifact is absent")
+
+
+def pick(pool, strategy: str, m: int, *, seed: int = 0, **options):
+    """``select_candidates`` with a CandidatesSection of these options (n_masked None: all)."""
+    from raykd.candidates.select import select_candidates
+    from raykd.config import CandidatesSection
+
+    section = CandidatesSection(strategy=strategy, m=m, **{"n_masked": None, **options})
+    return select_candidates(pool, section, seed)

@@ -16,7 +16,6 @@ from raykd.candidates.assemble import (
     SRC_POOL,
     SRC_QUERY,
     SRC_SCORE,
-    BuildSpec,
     assemble_group,
     assemble_query,
     query_seed,
@@ -154,11 +153,11 @@ SOURCES = {
 
 def assemble_all(examples=None, scores=None, **candidates):
     """The stage's per-qid work without Ray: ``assemble_group`` on each qid's GROUP rows."""
-    spec = BuildSpec.from_config(CandidatesSection(**{"m": 2, **candidates}))
+    cand = CandidatesSection(**{"m": 2, **candidates})
     tables = input_tables(examples, scores)
     group = pa.concat_tables([to_group(tables[rel], src) for rel, src in SOURCES.items()])
     out = pa.concat_tables(
-        assemble_group(group.filter(pc.equal(group["qid"], qid)), spec, "examples", "scores")
+        assemble_group(group.filter(pc.equal(group["qid"], qid)), cand, 1.0, "examples", "scores")
         for qid in sorted(set(group["qid"].to_pylist()))
     )
     return {(r["qid"], r["pos"]): r for r in out.to_pylist() if not r["skipped"]}
@@ -419,11 +418,11 @@ def _query_inputs(qid, rows=EXAMPLE_ROWS, override=None):
 
 def test_assemble_query_is_independent_of_row_order():
     ex, sc = _query_inputs("q1")
-    spec = BuildSpec(strategy="stratified", m=2, n_strata=2, seed=5)
+    cand = CandidatesSection(strategy="stratified", m=2, n_strata=2, seed=5)
     ranks = {"n1": 3, "n2": 1, "n3": 2}
-    a = assemble_query("q1", "alpha query", ex, sc, ranks, spec)
+    a = assemble_query("q1", "alpha query", ex, sc, ranks, cand, 1.0)
     perm = np.random.default_rng(0).permutation(ex.num_rows)
-    b = assemble_query("q1", "alpha query", ex.take(perm), sc.take(perm[::-1]), ranks, spec)
+    b = assemble_query("q1", "alpha query", ex.take(perm), sc.take(perm[::-1]), ranks, cand, 1.0)
     assert [(r.cands, r.teacher) for r in a] == [(r.cands, r.teacher) for r in b]
 
 
@@ -450,7 +449,9 @@ def test_assemble_query_is_independent_of_row_order():
 def test_assemble_query_rejects_inconsistent_inputs(mutate, message):
     ex, sc = mutate(*_query_inputs("q1"))
     with pytest.raises(InputError, match=message):
-        assemble_query("q1", "alpha query", ex, sc, {}, BuildSpec(strategy="dark", m=2))
+        assemble_query(
+            "q1", "alpha query", ex, sc, {}, CandidatesSection(strategy="dark", m=2), 1.0
+        )
 
 
 def test_query_seed_is_stable_and_keyed_by_seed_and_qid():

@@ -10,9 +10,10 @@ from raykd.candidates.dark import dark_candidates
 from raykd.candidates.margin import margin_filter, margin_keep
 from raykd.candidates.pool import InsufficientCandidates, QueryPool
 from raykd.candidates.random_negatives import random_negatives
-from raykd.candidates.select import STRATEGIES, select_candidates
+from raykd.candidates.select import STRATEGIES
 from raykd.candidates.stratified import strata_of, stratified, stratum_quotas
 from raykd.candidates.topk import topk
+from tests.conftest import pick
 
 
 def neg_pool(scores, ranks=None, pos_score=100.0):
@@ -235,9 +236,9 @@ def test_dark_layout_pairs_rein_with_chosen_negatives():
 def test_dark_base_chooses_among_twinned_negatives():
     pool = dark_pool()
     # n0 and n2 have twins: top-2 by teacher among them is n2 (2.0), n0 (1.0), not n1 (3.0).
-    assert select_candidates(pool, "dark", 2, dark_base="topk").tolist() == [3, 1, 4, 5, 6, 7, 8]
+    assert pick(pool, "dark", 2, dark_base="topk").tolist() == [3, 1, 4, 5, 6, 7, 8]
     # Two twinned negatives for m=3: the base strategy chooses among all, n1 first.
-    got = select_candidates(pool, "dark", 3, dark_base="topk").tolist()
+    got = pick(pool, "dark", 3, dark_base="topk").tolist()
     assert got == [2, 3, 1, 4, 5, 6, 7, 8]
 
 
@@ -259,7 +260,7 @@ def test_dark_set_as_adam_defines_it():
     counts = np.zeros(len(ids))
     seeds = 3000
     for seed in range(seeds):
-        got = select_candidates(pool, "dark", m, n_masked=5, seed=seed)
+        got = pick(pool, "dark", m, n_masked=5, seed=seed)
         kinds = pool.kinds[got]
         assert len(got) == 2 * m + 5 and "pos" not in kinds
         assert kinds.tolist() == ["neg"] * m + ["rein"] * m + ["mask"] * 5
@@ -283,9 +284,9 @@ def test_margin_filter_drops_near_positive_negatives():
     # min positive 5.0, margin 1.0: drop negatives above 4.0 (a); b at exactly 4.0 stays.
     assert margin_keep(pool, 1.0).tolist() == [True, True, False, True, True, True]
     assert margin_filter(pool, 1.0).ids.tolist() == ["p1", "p2", "b", "c", "m"]
-    assert select_candidates(pool, "topk", 2, margin=1.0).tolist() == [3, 4]
+    assert pick(pool, "topk", 2, margin=1.0).tolist() == [3, 4]
     with pytest.raises(InsufficientCandidates):
-        select_candidates(pool, "topk", 3, margin=1.0)
+        pick(pool, "topk", 3, margin=1.0)
     with pytest.raises(ValueError, match="needs a positive"):
         margin_keep(neg_pool([1.0]).subset(np.array([0])), 0.0)
 
@@ -297,8 +298,8 @@ def test_margin_filter_drops_near_positive_negatives():
 def test_short_pool_raises_or_fills(strategy):
     pool = neg_pool([1.0, 2.0, 3.0])
     with pytest.raises(InsufficientCandidates, match="asked for 4 negatives.*'q1' has 3"):
-        select_candidates(pool, strategy, 4, n_strata=2)
-    got = select_candidates(pool, strategy, 4, n_strata=2, on_short="fill")
+        pick(pool, strategy, 4, n_strata=2)
+    got = pick(pool, strategy, 4, n_strata=2, on_short="fill")
     assert sorted(got.tolist()) == [0, 1, 2]
 
 
@@ -356,7 +357,7 @@ def pools_and_m(draw):
         ranks=[draw(st.integers(-1, 100)) for _ in perm] + [-1] * n_rein,
         parents=[""] * len(perm) + neg_ids[:n_rein],
     )
-    m = draw(st.integers(0, n_neg))
+    m = draw(st.integers(1, n_neg))  # candidates.m >= 1
     return pool, m, draw(st.integers(1, 6)), draw(st.integers(0, 2**32 - 1))
 
 
@@ -370,8 +371,8 @@ def pools_and_m(draw):
 def test_every_strategy_properties(case, strategy, binning, topk_by):
     pool, m, n_strata, seed = case
     kw = dict(n_strata=n_strata, binning=binning, topk_by=topk_by, seed=seed)
-    got = select_candidates(pool, strategy, m, **kw)
-    assert got.tolist() == select_candidates(pool, strategy, m, **kw).tolist()
+    got = pick(pool, strategy, m, **kw)
+    assert got.tolist() == pick(pool, strategy, m, **kw).tolist()
     assert len(set(got.tolist())) == len(got)
     assert not (pool.kinds[got] == "pos").any()
     negs = got[pool.kinds[got] == "neg"]

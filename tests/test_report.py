@@ -13,7 +13,6 @@ import pytest
 
 from raykd.candidates.confidence import confidence
 from raykd.candidates.pool import QueryPool
-from raykd.candidates.select import select_candidates
 from raykd.config import validate
 from raykd.data.schemas import SCORES, TRAIN
 from raykd.errors import InputError
@@ -24,6 +23,7 @@ from raykd.report.results import EvalRun, find_eval_runs, systems_of, table_rows
 from raykd.report.sampling import Reservoir, sample_scores, sample_train
 from raykd.run_dir import RunDir
 from raykd.student.selfpaced import keep_count
+from tests.conftest import pick
 
 N_QUERIES = 30
 N_NEG, N_REIN, N_MASK = 40, 8, 3
@@ -71,7 +71,7 @@ def _train_table(scores: pa.Table, strategy: str) -> pa.Table:
             parents=parents,
             qid=qid,
         )
-        picked = select_candidates(pool, strategy, M, n_strata=3, n_masked=2, seed=0)
+        picked = pick(pool, strategy, M, n_strata=3, n_masked=2, seed=0)
         negs = picked[pool.kinds[picked] == "neg"]
         out["qid"].append(qid)
         out["query"].append(f"query {qid}")

@@ -9,8 +9,8 @@ differ in size.
 import numpy as np
 
 from raykd.candidates.pool import QueryPool
-from raykd.candidates.select import select_candidates
 from raykd.report.diagnostics import score_variance, softmax_entropy
+from tests.conftest import pick
 
 N_QUERIES, M, N_STRATA = 50, 10, 5
 
@@ -33,7 +33,7 @@ def deviations(strategy, **kw):
     for q in range(N_QUERIES):
         pool = synthetic_pool(rng)
         negs = pool.scores[pool.negatives()]
-        chosen = pool.scores[select_candidates(pool, strategy, M, seed=q, **kw)]
+        chosen = pool.scores[pick(pool, strategy, M, seed=q, **kw)]
         var_dev.append(abs(score_variance(chosen) / score_variance(negs) - 1))
         ent_ratio = softmax_entropy(chosen, normalise=True) / softmax_entropy(negs, normalise=True)
         ent_dev.append(abs(ent_ratio - 1))

@@ -65,43 +65,6 @@ ASSEMBLED = pa.schema(
 UNRANKED_SOURCES = ("random",)
 
 
-@dataclass(frozen=True)
-class BuildSpec:
-    """The ``select_candidates`` options of a build (``on_short`` in its vocabulary)."""
-
-    strategy: str
-    m: int
-    n_strata: int = 5
-    binning: str = "equal_width"
-    allocation: str = "equal"
-    per_stratum: int | None = None
-    topk_by: str = "teacher"
-    margin: float | None = None
-    n_masked: int | None = None
-    dark_base: str = "random"
-    seed: int = 0
-    on_short: str = "raise"
-    teacher_temperature: float = 1.0  # of the confidence and the entropy diagnostics
-
-    @classmethod
-    def from_config(cls, c: CandidatesSection, teacher_temperature: float = 1.0) -> BuildSpec:
-        return cls(
-            strategy=c.strategy,
-            m=c.m,
-            n_strata=c.n_strata,
-            binning=c.binning,
-            allocation=c.allocation,
-            per_stratum=c.per_stratum,
-            topk_by=c.topk_by,
-            margin=c.margin,
-            n_masked=c.n_masked,
-            dark_base=c.dark_base,
-            seed=c.seed,
-            on_short="raise" if c.on_short == "fail" else "fill",
-            teacher_temperature=teacher_temperature,
-        )
-
-
 def query_seed(seed: int, qid: str) -> int:
     """A 64-bit seed from (seed, qid): stable across processes (unlike the salted ``hash``)."""
     digest = hashlib.blake2b(f"{seed}\x1f{qid}".encode(), digest_size=8).digest()
@@ -128,7 +91,8 @@ def assemble_query(
     examples: pa.Table,
     scores: pa.Table,
     ranks: Mapping[str, int],
-    spec: BuildSpec,
+    candidates: CandidatesSection,
+    teacher_temperature: float,
     *,
     examples_path: str = "examples",
     scores_path: str = "scores",
@@ -136,10 +100,13 @@ def assemble_query(
     """The TRAIN rows of one training query, ordered by positive pid.
 
     examples: this query's EXAMPLES rows (any order); scores: its SCORES rows (qid, eid, kind,
-    score; extra columns ignored); ranks: pid -> retriever rank. Raises InputError (naming the
-    file and the qid) for a query without a positive, an example without a score or a score
-    without an example, a kind mismatch, a non-finite score, a reinforced negative whose
-    negative is missing, and, with on_short="raise", a pool too small for the selection.
+    score; extra columns ignored); ranks: pid -> retriever rank; candidates: the job's section,
+    whole; teacher_temperature: that of the confidence C(q) (ADAM Eq. 7; ``train``'s).
+
+    Raises InputError (naming the file and the qid) for a query without a positive, an example
+    without a score or a score without an example, a kind mismatch, a non-finite score, a
+    reinforced negative whose negative is missing, and, with on_short="fail", a pool too small
+    for the selection.
     """
     ex = {c: examples.column(c).to_pylist() for c in ("eid", "kind", "pid", "pid2", "mask_ratio")}
     ex_text = examples.column("text").to_pylist()
@@ -181,7 +148,7 @@ def assemble_query(
         raise InputError(examples_path, f"training query {qid!r} has no positive example")
     negs = [i for i in order if ex["kind"][i] == "neg"]
     neg_eid = {ex["pid"][i]: ex["eid"][i] for i in negs}
-    seed = query_seed(spec.seed, qid)
+    seed = query_seed(candidates.seed, qid)
     rows = []
     for pos_pid, p in positives:
         dark = [i for i in order if ex["kind"][i] in ("rein", "mask") and ex["pid"][i] == pos_pid]
@@ -213,21 +180,7 @@ def assemble_query(
             qid=qid,
         )
         try:
-            picked = select_candidates(
-                pool,
-                spec.strategy,  # type: ignore[arg-type]
-                spec.m,
-                n_strata=spec.n_strata,
-                binning=spec.binning,  # type: ignore[arg-type]
-                allocation=spec.allocation,  # type: ignore[arg-type]
-                per_stratum=spec.per_stratum,
-                topk_by=spec.topk_by,  # type: ignore[arg-type]
-                margin=spec.margin,
-                n_masked=spec.n_masked,
-                dark_base=spec.dark_base,  # type: ignore[arg-type]
-                seed=seed,
-                on_short=spec.on_short,  # type: ignore[arg-type]
-            )
+            picked = select_candidates(pool, candidates, seed)
         except InsufficientCandidates as err:
             raise InputError(
                 examples_path,
@@ -235,10 +188,10 @@ def assemble_query(
                 "or set candidates.on_short=fill",
             ) from None
         kinds = pool.kinds[picked]
-        short = int((kinds == "neg").sum()) < spec.m or (
-            spec.strategy == "dark"
-            and spec.n_masked is not None
-            and int((kinds == "mask").sum()) < spec.n_masked
+        short = int((kinds == "neg").sum()) < candidates.m or (
+            candidates.strategy == "dark"
+            and candidates.n_masked is not None
+            and int((kinds == "mask").sum()) < candidates.n_masked
         )
         rows.append(
             TrainRow(
@@ -250,7 +203,7 @@ def assemble_query(
                 teacher=[float(pool.scores[0])] + pool.scores[picked].tolist(),
                 kinds=["pos"] + kinds.tolist(),
                 confidence=pool_confidence(
-                    pool, picked, pos_index=0, temperature=spec.teacher_temperature
+                    pool, picked, pos_index=0, temperature=teacher_temperature
                 ),
                 short=short,
                 pool_scores=pool.scores[pool.positives() | pool.negatives()],
@@ -287,7 +240,11 @@ def rows_table(rows: list[TrainRow], teacher_temperature: float = 1.0) -> pa.Tab
 
 
 def assemble_group(
-    group: pa.Table, spec: BuildSpec, examples_path: str, scores_path: str
+    group: pa.Table,
+    candidates: CandidatesSection,
+    teacher_temperature: float,
+    examples_path: str,
+    scores_path: str,
 ) -> pa.Table:
     """``map_groups`` function: one qid's GROUP rows -> its ASSEMBLED rows.
 
@@ -317,11 +274,12 @@ def assemble_group(
         group.filter(pa.array(src == SRC_EXAMPLE)),
         group.filter(pa.array(src == SRC_SCORE)),
         ranks,
-        spec,
+        candidates,
+        teacher_temperature,
         examples_path=examples_path,
         scores_path=scores_path,
     )
-    return rows_table(rows, spec.teacher_temperature)
+    return rows_table(rows, teacher_temperature)
 
 
 def to_group(batch: pa.Table, src: int) -> pa.Table:

@@ -27,7 +27,6 @@ from raykd.candidates.assemble import (
     SRC_POOL,
     SRC_QUERY,
     SRC_SCORE,
-    BuildSpec,
     assemble_group,
     to_group,
 )
@@ -55,7 +54,6 @@ def _mean(parts: list[np.ndarray]) -> float:
 
 def run_build(ctx: StageContext) -> StageResult:
     cand = ctx.cfg.candidates
-    spec = BuildSpec.from_config(cand, ctx.cfg.train.teacher_temperature)
     split = ctx.cfg.data.splits.train
     queries_rel = f"queries/{split}"
     out_rel = f"train/{cand.strategy}"
@@ -80,7 +78,9 @@ def run_build(ctx: StageContext) -> StageResult:
         assemble_group,
         batch_format="pyarrow",
         fn_kwargs={
-            "spec": spec,
+            "candidates": cand,
+            # C(q) and the entropies at the temperature the student is distilled at.
+            "teacher_temperature": ctx.cfg.train.teacher_temperature,
             "examples_path": ctx.run.uri_of("examples"),
             "scores_path": ctx.run.uri_of("scores"),
         },

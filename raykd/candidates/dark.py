@@ -15,7 +15,7 @@ def dark_candidates(
     base: np.ndarray | None = None,
     n_masked: int | None = None,
     seed: int | np.random.Generator | None = 0,
-    on_short: OnShort = "raise",
+    on_short: OnShort = "fail",
 ) -> np.ndarray:
     """Indices of an ADAM dark set: original negatives, reinforced twins, masked positives.
 

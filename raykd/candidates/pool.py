@@ -9,7 +9,7 @@ import numpy as np
 
 KINDS = ("pos", "neg", "rein", "mask")
 
-OnShort = Literal["raise", "fill"]
+OnShort = Literal["fail", "fill"]  # candidates.on_short
 
 
 class InsufficientCandidates(ValueError):
@@ -136,15 +136,15 @@ def check_count(
 ) -> int:
     """How many entries to select: ``m``, or ``available`` when short and ``on_short="fill"``.
 
-    Raises InsufficientCandidates when short and ``on_short="raise"``.
+    Raises InsufficientCandidates when short and ``on_short="fail"``.
     """
     if m < 0:
         raise ValueError(f"m must be >= 0, got {m}")
-    if on_short not in ("raise", "fill"):
-        raise ValueError(f"on_short must be 'raise' or 'fill', got {on_short!r}")
+    if on_short not in ("fail", "fill"):
+        raise ValueError(f"on_short must be 'fail' or 'fill', got {on_short!r}")
     if available >= m:
         return m
-    if on_short == "raise":
+    if on_short == "fail":
         where = f" of query {qid!r}" if qid else ""
         raise InsufficientCandidates(f"asked for {m} {what}, the pool{where} has {available}")
     return available

@@ -12,7 +12,7 @@ def random_negatives(
     m: int,
     rng_or_seed: int | np.random.Generator | None,
     *,
-    on_short: OnShort = "raise",
+    on_short: OnShort = "fail",
 ) -> np.ndarray:
     """Indices of ``m`` "neg" rows drawn uniformly without replacement, in ascending row order.
 

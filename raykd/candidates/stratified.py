@@ -104,7 +104,7 @@ def stratified(
     allocation: Allocation = "equal",
     per_stratum: int | Sequence[int] | None = None,
     seed: int | np.random.Generator | None = 0,
-    on_short: OnShort = "raise",
+    on_short: OnShort = "fail",
 ) -> np.ndarray:
     """Indices of ``m`` "neg" rows spread over the teacher-score strata, in ascending row order.
 

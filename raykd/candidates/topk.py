@@ -12,7 +12,7 @@ TopkBy = Literal["teacher", "retriever"]
 
 
 def topk(
-    pool: QueryPool, m: int, *, by: TopkBy = "teacher", on_short: OnShort = "raise"
+    pool: QueryPool, m: int, *, by: TopkBy = "teacher", on_short: OnShort = "fail"
 ) -> np.ndarray:
     """Indices of the ``m`` hardest "neg" rows, hardest first.
 

@@ -6,13 +6,12 @@ entries: a config-defined DeepSpeed optimizer JIT-compiles C++/CUDA ops for minu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from raykd.student.train_loop import LoopParams
+from raykd.config import TrainerSection
 
 
-def deepspeed_config(params: LoopParams, *, world_size: int) -> dict[str, Any]:
+def deepspeed_config(params: TrainerSection, *, world_size: int) -> dict[str, Any]:
     micro = params.micro_batch
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
@@ -22,7 +21,7 @@ def deepspeed_config(params: LoopParams, *, world_size: int) -> dict[str, Any]:
         "zero_optimization": {"stage": params.zero_stage},
         # torch.optim.AdamW is not on DeepSpeed's list of ZeRO-tested optimizers, but works.
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": params.bf16},
+        "bf16": {"enabled": params.use_bf16},
         "steps_per_print": 10**9,  # raykd reports progress itself
         "wall_clock_breakdown": False,
     }

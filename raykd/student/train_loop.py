@@ -18,13 +18,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from raykd.config import JobConfig
+from raykd.config import JobConfig, TrainerSection
 from raykd.student.batching import StudentCollator
 from raykd.student.deepspeed_config import deepspeed_config
 from raykd.student.losses import LOSSES, adam_loss, compose, in_batch_info_nce, info_nce
@@ -32,34 +32,6 @@ from raykd.student.meter import Meter
 from raykd.student.selfpaced import annotate_self_paced
 
 DS_TAG = "state"
-
-
-@dataclass(frozen=True)
-class LoopParams:
-    """What the loop needs from a train section (student ``train`` or ``teacher.train``)."""
-
-    epochs: int
-    lr: float
-    weight_decay: float
-    batch_size: int  # global, in queries per optimizer step
-    grad_accum: int
-    warmup_steps: int
-    zero_stage: int
-    bf16: bool
-    grad_clip: float
-    grad_checkpointing: bool
-    use_gpu: bool
-    num_workers: int
-    report_every: int
-    checkpoint_every_steps: int | None
-    seed: int
-    torch_threads: int | None = None  # Ray Train pins a CPU worker to one thread otherwise
-    shuffle_buffer: int = 0  # rows shuffled per worker each epoch; 0: read order
-
-    @property
-    def micro_batch(self) -> int:
-        """Queries per worker per forward pass."""
-        return max(1, self.batch_size // (self.num_workers * self.grad_accum))
 
 
 @dataclass
@@ -78,18 +50,6 @@ class Task:
     # (this worker's micro-batches of one optimizer step, 1-based epoch) -> None: annotates the
     # batches with what needs the whole global batch; collective, called on every rank
     on_step: Callable[[list[dict], int], None] | None = None
-
-
-def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
-
-    def f(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        return max(0.0, (total_steps - step) / span)
-
-    return f
 
 
 def student_task(job: JobConfig, model_dir: str) -> Task:
@@ -172,10 +132,20 @@ def make_task(ref: str, job: JobConfig, model_dir: str) -> Task:
     return getattr(importlib.import_module(module), fn)(job, model_dir)
 
 
+def trainer_section(job: JobConfig, path: str) -> TrainerSection:
+    """The section at ``path`` ("train" or "teacher.train") of ``job``."""
+    node = job
+    for part in path.split("."):
+        node = getattr(node, part)
+    if not isinstance(node, TrainerSection):
+        raise ValueError(f"{path} is not a trainer section")
+    return node
+
+
 def loop_config(
     task: str,
     job: JobConfig,
-    params: LoopParams,
+    section: str,
     *,
     model_dir: str,
     steps_per_epoch: int,
@@ -185,7 +155,7 @@ def loop_config(
     return {
         "task": task,
         "job": job.model_dump(mode="json"),
-        "params": asdict(params),
+        "section": section,
         "model_dir": model_dir,
         "steps_per_epoch": steps_per_epoch,
         "export_uri": export_uri,
@@ -196,9 +166,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Train, checkpoint, export; returns the run summary (rank 0's is ``Result.return_value``)."""
     import deepspeed
     import ray.train
+    from transformers import get_linear_schedule_with_warmup
 
-    params = LoopParams(**config["params"])
     job = JobConfig.model_validate(config["job"])
+    params = trainer_section(job, config["section"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if params.torch_threads:
@@ -217,7 +188,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         weight_decay=params.weight_decay,
         fused=device.type == "cuda",
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(params.warmup_steps, total_steps))
+    sched = get_linear_schedule_with_warmup(opt, params.warmup_steps, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=task.model,
         optimizer=opt,
@@ -358,7 +329,7 @@ def _report(engine, metrics, state, epoch, step, sched, rank, *, checkpoint: boo
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _export(engine, task: Task, params: LoopParams, rank: int, export_uri: str) -> None:
+def _export(engine, task: Task, params: TrainerSection, rank: int, export_uri: str) -> None:
     """Consolidate the weights on rank 0 and write the task's export to ``export_uri``."""
     import pyarrow.fs as pafs
     import torch.distributed as dist

@@ -8,16 +8,15 @@ config starts a fresh run.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-from raykd.config import JobConfig, TrainSection
+from raykd.config import JobConfig, TrainerSection
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
 from raykd.models import resolve_model
 from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
-from raykd.student.train_loop import LoopParams, loop_config, train_loop_per_worker
+from raykd.student.train_loop import loop_config, train_loop_per_worker, trainer_section
 from raykd.tuning.report import DEV_STUDENT_TASK, tune_callbacks
 
 log = logging.getLogger("raykd")
@@ -25,38 +24,7 @@ log = logging.getLogger("raykd")
 STUDENT_TASK = "raykd.student.train_loop:student_task"
 
 
-@dataclass(frozen=True)
-class RayPlan:
-    """How many workers, with what, and how failures and checkpoints are handled."""
-
-    cpus_per_worker: float
-    max_failures: int
-    num_to_keep: int
-
-
-def loop_params(tr: TrainSection) -> LoopParams:
-    return LoopParams(
-        epochs=tr.epochs,
-        lr=tr.lr,
-        weight_decay=tr.weight_decay,
-        batch_size=tr.batch_size,
-        grad_accum=tr.grad_accum,
-        warmup_steps=tr.warmup_steps,
-        zero_stage=tr.zero_stage,
-        bf16=tr.use_gpu if tr.bf16 is None else tr.bf16,
-        grad_clip=tr.grad_clip,
-        grad_checkpointing=tr.grad_checkpointing,
-        use_gpu=tr.use_gpu,
-        num_workers=tr.num_workers,
-        report_every=tr.report_every,
-        checkpoint_every_steps=tr.checkpoint_every_steps,
-        seed=tr.seed,
-        torch_threads=tr.torch_threads,
-        shuffle_buffer=tr.shuffle_buffer,
-    )
-
-
-def steps_per_epoch(n_rows: int, params: LoopParams) -> int:
+def steps_per_epoch(n_rows: int, params: TrainerSection) -> int:
     """Optimizer steps per epoch: every worker gets n_rows // workers rows, last batch dropped."""
     return (n_rows // params.num_workers // params.micro_batch) // params.grad_accum
 
@@ -65,24 +33,24 @@ def fit(
     *,
     task: str,
     job: JobConfig,
-    params: LoopParams,
-    plan: RayPlan,
+    section: str,
     dataset,
     source: str,
     model_dir: str,
     export_uri: str,
     storage_path: str,
     name: str,
-    worker_resources: dict[str, float] | None = None,
     callbacks: list | None = None,
 ) -> dict[str, Any]:
-    """Train ``task`` on ``dataset`` with TorchTrainer; returns the final summary metrics.
+    """Train ``task`` on ``dataset`` with TorchTrainer, as the trainer section at ``section``
+    ("train" or "teacher.train") of ``job`` says; returns the final summary metrics.
 
     Shared by the student ``train`` stage and the ``teacher-train`` stage.
     """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    params = trainer_section(job, section)
     n_rows = dataset.count()
     steps = steps_per_epoch(n_rows, params)
     if steps < 1:
@@ -91,7 +59,7 @@ def fit(
             f"{n_rows} training rows give no full step of {params.batch_size} queries "
             f"({params.num_workers} workers x {params.grad_accum} accumulation)",
         )
-    resources = {"CPU": plan.cpus_per_worker, **(worker_resources or {})}
+    resources = {"CPU": params.cpus_per_worker, **params.worker_resources}
     if params.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
@@ -99,7 +67,7 @@ def fit(
         train_loop_config=loop_config(
             task,
             job,
-            params,
+            section,
             model_dir=model_dir,
             steps_per_epoch=steps,
             export_uri=export_uri,
@@ -113,8 +81,8 @@ def fit(
         run_config=ray.train.RunConfig(
             storage_path=storage_path,
             name=name,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=plan.num_to_keep),
-            failure_config=ray.train.FailureConfig(max_failures=plan.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=params.num_to_keep),
+            failure_config=ray.train.FailureConfig(max_failures=params.max_failures),
             callbacks=callbacks or [],
         ),
         datasets={"train": dataset},
@@ -162,19 +130,16 @@ def run_train(ctx: StageContext) -> StageResult:
     missing = [c for c in TRAIN.names if c not in ds.schema().names]
     if missing:
         raise InputError(source, f"missing columns {missing} (expected {TRAIN.names})")
-    tr = cfg.train
     summary = fit(
         task=DEV_STUDENT_TASK if cfg.tune.dev_set else STUDENT_TASK,
         job=cfg,
-        params=loop_params(tr),
-        plan=RayPlan(tr.cpus_per_worker, tr.max_failures, tr.num_to_keep),
+        section="train",
         dataset=ds,
         source=source,
         model_dir=resolve_model(cfg.student.model),
         export_uri=ctx.staging.uri("student"),
         storage_path=ctx.run.uri_of("checkpoints"),
         name=f"train-{ctx.fingerprint[:12]}",
-        worker_resources=tr.worker_resources,
         callbacks=tune_callbacks(cfg),
     )
     keys = (

@@ -9,35 +9,13 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from raykd.config import TeacherTrainSection
 from raykd.errors import InputError
 from raykd.models import resolve_model
 from raykd.pipeline import StageContext, StageResult
-from raykd.student.train_loop import LoopParams
-from raykd.student.train_stage import RayPlan, fit
+from raykd.student.train_stage import fit
 from raykd.teacher.finetune import training_rows
 
 TEACHER_TASK = "raykd.teacher.finetune:teacher_task"
-
-
-def loop_params(tt: TeacherTrainSection) -> LoopParams:
-    return LoopParams(
-        epochs=tt.epochs,
-        lr=tt.lr,
-        weight_decay=tt.weight_decay,
-        batch_size=tt.batch_size,
-        grad_accum=1,
-        warmup_steps=tt.warmup_steps,
-        zero_stage=tt.zero_stage,
-        bf16=tt.use_gpu,
-        grad_clip=tt.grad_clip,
-        grad_checkpointing=False,
-        use_gpu=tt.use_gpu,
-        num_workers=tt.num_workers,
-        report_every=tt.report_every,
-        checkpoint_every_steps=None,
-        seed=tt.seed,
-    )
 
 
 def run_teacher_train(ctx: StageContext) -> StageResult:
@@ -64,8 +42,7 @@ def run_teacher_train(ctx: StageContext) -> StageResult:
     summary = fit(
         task=TEACHER_TASK,
         job=cfg,
-        params=loop_params(tt),
-        plan=RayPlan(tt.cpus_per_worker, tt.max_failures, tt.num_to_keep),
+        section="teacher.train",
         dataset=ray.data.from_arrow(rows),
         source=run.uri_of("pool"),
         model_dir=resolve_model(cfg.teacher.model),
