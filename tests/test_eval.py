@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raykd.config import IndexSpec
 from raykd.errors import InputError, StageError
 from raykd.evaluation.metrics import evaluate
 from raykd.evaluation.rerank import fetch_passages, rerank_dense, run_pids, truncate_run
 from raykd.evaluation.table import format_table
 from raykd.evaluation.trec import read_run
 from raykd.retrieval.dense_search import DenseModel, dense_retrieve, search_embeddings
-from raykd.retrieval.index import IndexSpec
 
 DIM = 8
 

@@ -9,7 +9,8 @@ import pydantic
 import pytest
 
 import raykd
-from raykd.retrieval.index import IndexSpec, build_index, load_index, save_index, search
+from raykd.config import IndexSpec
+from raykd.retrieval.index import build_index, load_index, save_index, search
 
 DIM = 32
 

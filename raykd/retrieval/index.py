@@ -1,8 +1,4 @@
-"""FAISS inner-product indexes over float32 embeddings: build shard by shard, search in batches.
-
-Kept import-light (FAISS, NumPy, pydantic; no torch) because ``IndexSpec`` is part of the job
-config.
-"""
+"""FAISS inner-product indexes over float32 embeddings: build shard by shard, search in batches."""
 
 from __future__ import annotations
 
@@ -12,48 +8,13 @@ import tempfile
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
-from typing import Literal
 
 import faiss
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+
+from raykd.config import IndexSpec
 
 log = logging.getLogger(__name__)
-
-IndexType = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
-
-
-class IndexSpec(BaseModel):
-    """Which FAISS index to build and how to search it (inner product throughout)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: IndexType = "flat"
-    nlist: int = Field(1024, ge=1)
-    nprobe: int = Field(32, ge=1)
-    pq_m: int = Field(16, ge=1)
-    pq_nbits: int = Field(8, ge=1, le=16)
-    hnsw_m: int = Field(32, ge=2)
-    ef_construction: int = Field(200, ge=1)
-    ef_search: int = Field(128, ge=1)
-    use_gpu: bool = False
-
-    def factory_string(self) -> str:
-        if self.type == "flat":
-            return "Flat"
-        if self.type == "ivf_flat":
-            return f"IVF{self.nlist},Flat"
-        if self.type == "ivf_pq":
-            return f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_nbits}"
-        return f"HNSW{self.hnsw_m},Flat"
-
-    def min_train_size(self) -> int:
-        """Training vectors FAISS needs: one per IVF centroid, and one per PQ code for PQ."""
-        if self.type == "ivf_flat":
-            return self.nlist
-        if self.type == "ivf_pq":
-            return max(self.nlist, 2**self.pq_nbits)
-        return 0
 
 
 def _as_matrix(x: np.ndarray, dim: int, what: str) -> np.ndarray:

@@ -1,22 +1,46 @@
-"""One typed job config: loaded from YAML, overridden with ``--set a.b=c``, validated by pydantic.
-
-Every section forbids unknown keys, so a typo in a sweep or a job file fails loudly with its
-dotted path instead of being ignored.
-"""
+"""The job config's sections: one pydantic model per YAML section, every one forbidding unknown
+keys. A section travels whole from YAML to the function that uses it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from raykd.retrieval.index import IndexSpec
+IndexType = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
 
 
-class ConfigError(ValueError):
-    """A job config that does not validate; the message names each dotted path and reason."""
+class IndexSpec(BaseModel):
+    """Which FAISS index to build and how to search it (inner product throughout)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: IndexType = "flat"
+    nlist: int = Field(1024, ge=1)
+    nprobe: int = Field(32, ge=1)
+    pq_m: int = Field(16, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    hnsw_m: int = Field(32, ge=2)
+    ef_construction: int = Field(200, ge=1)
+    ef_search: int = Field(128, ge=1)
+    use_gpu: bool = False
+
+    def factory_string(self) -> str:
+        if self.type == "flat":
+            return "Flat"
+        if self.type == "ivf_flat":
+            return f"IVF{self.nlist},Flat"
+        if self.type == "ivf_pq":
+            return f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_nbits}"
+        return f"HNSW{self.hnsw_m},Flat"
+
+    def min_train_size(self) -> int:
+        """Training vectors FAISS needs: one per IVF centroid, and one per PQ code for PQ."""
+        if self.type == "ivf_flat":
+            return self.nlist
+        if self.type == "ivf_pq":
+            return max(self.nlist, 2**self.pq_nbits)
+        return 0
 
 
 class Section(BaseModel):
@@ -368,105 +392,3 @@ class JobConfig(Section):
         for part in dotted.split("."):
             node = node[part]
         return node
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {path}: {reason}")
-    return "\n".join(lines)
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply ``a.b.c=value`` to a raw config dict; the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected dotted.path=value")
-    dotted, value = assignment.split("=", 1)
-    parts = dotted.strip().split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {assignment!r}: empty path component")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {assignment!r}: {part} is not a section")
-        node = child
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-
-
-def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
-    try:
-        return JobConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
-
-
-def load_config(
-    path: str | Path | None, overrides: list[str] | None = None, run_dir: str | None = None
-) -> JobConfig:
-    """Load a job YAML, apply ``--set`` overrides and ``--run-dir``, then validate."""
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-    for assignment in overrides or []:
-        apply_override(raw, assignment)
-    if run_dir is not None:
-        raw["run_dir"] = run_dir
-    return validate(raw, source)
-
-
-def dump_yaml(cfg: JobConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def reference_markdown() -> str:
-    """The config reference, generated from the models (README section)."""
-    out: list[str] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            path = f"{prefix}{name}"
-            sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-            if sub is not None and sub is not IndexSpec:
-                walk(sub, path + ".")
-                continue
-            default = field.get_default(call_default_factory=True)
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
-            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-            doc = field.description or ""
-            cells = (f"`{path}`", f"`{type_name}`", f"`{default!r}`", doc)
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-
-    walk(JobConfig, "")
-    header = "| key | type | default | meaning |\n|---|---|---|---|"
-    return header + "\n" + "\n".join(out)
-
-
-REFERENCE_START = "<!-- config-reference:start -->"
-REFERENCE_END = "<!-- config-reference:end -->"
-
-
-def replace_reference_block(path: str | Path) -> None:
-    """Regenerate the config reference between the README's markers."""
-    text = Path(path).read_text(encoding="utf-8")
-    head, rest = text.split(REFERENCE_START, 1)
-    _, tail = rest.split(REFERENCE_END, 1)
-    body = f"{REFERENCE_START}\n{reference_markdown()}\n{REFERENCE_END}"
-    Path(path).write_text(head + body + tail, encoding="utf-8")
