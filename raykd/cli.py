@@ -14,7 +14,7 @@ from raykd.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.ray_session import LOOPBACK_ENV, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 
 def _common(p: argparse.ArgumentParser, *, config_required: bool = True) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from raykd.config import JobConfig, dump_yaml
 from raykd.run_dir import JOB_FILE, MANIFESTS, RunDir, Staging
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = (
     "raykd",

@@ -8,7 +8,7 @@ import sys
 
 from raykd.config import RaySection
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 # With clusters disabled, Ray keeps the node address (and so every listening port) on loopback.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

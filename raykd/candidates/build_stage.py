@@ -35,7 +35,7 @@ from raykd.errors import StageError
 from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 4096  # a fixed batch size makes the row groups (and so the file bytes) fixed
 ROWS_PER_FILE = 100_000

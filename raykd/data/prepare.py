@@ -26,7 +26,7 @@ from raykd.errors import InputError
 from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 
 def data_root(data: DataSection) -> tuple[str, str]:

@@ -32,7 +32,7 @@ from raykd.pipeline import StageContext, StageResult
 from raykd.retrieval.dense_search import DenseModel, dense_retrieve
 from raykd.run_dir import RunDir
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 _QUERY_CHUNK = 1024
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from raykd.retrieval.dense_search import DenseModel
     from raykd.run_dir import RunDir
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 _PAIR_COLUMNS = ("qid", "eid", "kind", "query", "text")
 _RERANK_KIND = "rerank"

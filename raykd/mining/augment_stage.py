@@ -34,7 +34,7 @@ from raykd.mining.stage import read_table, train_positives, train_queries
 from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 ROWS_PER_GROUP = 1 << 16
 ROWS_PER_FILE = 1 << 20

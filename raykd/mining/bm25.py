@@ -22,7 +22,7 @@ from raykd.config import MiningSection
 from raykd.mining.dark_examples import passage_texts
 from raykd.run_dir import RunDir
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 _BATCH = 1 << 14
 

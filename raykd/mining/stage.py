@@ -19,7 +19,7 @@ from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 from raykd.run_dir import RunDir
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 _QUERY_CHUNK = 1024
 

@@ -24,7 +24,7 @@ from raykd.report.results import find_eval_runs, nested_runs, table_rows
 from raykd.report.sampling import sample_scores, sample_train
 from raykd.run_dir import MANIFESTS, RunDir
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 SCORES_PER_KIND = 200_000  # raw-score rows sampled per example kind
 POOL_QUERIES = 2_000  # queries whose full pool is described

@@ -19,7 +19,7 @@ from raykd.evaluation.trec import Run, run_from_arrays
 from raykd.retrieval.encode_job import encode_corpus, iter_embedding_shards
 from raykd.retrieval.index import IndexSpec, build_index, search
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import ray
 
 from raykd.mining.dark_examples import passage_texts
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 
 class _EncodeBatch:

@@ -19,7 +19,7 @@ from raykd.ray_errors import unwrap_ray_error
 from raykd.student.train_loop import loop_config, train_loop_per_worker, trainer_section
 from raykd.tuning.report import DEV_STUDENT_TASK, tune_callbacks
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 STUDENT_TASK = "raykd.student.train_loop:student_task"
 

@@ -29,7 +29,7 @@ import numpy as np
 from raykd.mining.dark_examples import passage_text
 from raykd.teacher.base import ScorerSpec, TeacherEnv, register_teacher
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 TOKEN_PATTERN = re.compile(r"(?u)\b\w\w+\b")
 

@@ -27,7 +27,7 @@ from raykd.run_dir import RunDir
 from raykd.teacher.base import TeacherEnv, build_teacher
 from raykd.teacher.score_job import add_shard, attach_queries, check_scores, collect
 
-log = logging.getLogger("raykd.score")
+log = logging.getLogger(__name__)
 
 EXAMPLE_COLUMNS = ["qid", "eid", "kind", "text"]
 

@@ -25,7 +25,7 @@ from raykd.evaluation.metrics import evaluate
 from raykd.run_dir import RunDir
 from raykd.student.train_loop import Task, student_task
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 DEV_SET = "tune/dev_set.json"
 

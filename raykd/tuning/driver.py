@@ -26,7 +26,7 @@ from raykd.run_dir import RunDir
 from raykd.tuning.dev_metric import write_dev_set
 from raykd.tuning.space import SearchSpace, apply_values, load_space
 
-log = logging.getLogger("raykd")
+log = logging.getLogger(__name__)
 
 TRIAL_STAGES = ("build", "train", "eval")
 EXPERIMENT = "sweep"
