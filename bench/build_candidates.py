@@ -122,8 +122,8 @@ def main() -> None:
     import ray
 
     from raykd.config import validate
-    from raykd.pipeline import run_stage, stage_by_name
     from raykd.run_dir import RunDir
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     print(f"load average before: {os.getloadavg()}")
     tmp = Path(tempfile.mkdtemp(prefix="raykd-bench-build-"))

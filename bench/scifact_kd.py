@@ -263,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from raykd.config import ConfigError, apply_override, load_config, validate
-    from raykd.evaluation.eval_stage import read_qrels
+    from raykd.data.trec import read_run
     from raykd.evaluation.metrics import per_query
-    from raykd.evaluation.trec import read_run
-    from raykd.pipeline import run_pipeline, run_stage, stage_by_name
     from raykd.ray_session import LOOPBACK_ENV, ensure_ray
     from raykd.run_dir import MANIFESTS, RunDir
-    from raykd.tuning.driver import shared_paths
+    from raykd.stages.evaluate import read_qrels
+    from raykd.stages.pipeline import run_pipeline, run_stage, stage_by_name
+    from raykd.stages.tune import shared_paths
 
     if not Path(args.data).is_dir():
         print(f"scifact_kd: no SciFact collection at {args.data}", file=sys.stderr)

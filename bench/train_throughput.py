@@ -93,7 +93,7 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
     """Samples/s of plain PyTorch over ``--steps`` steps after ``--warmup`` untimed ones."""
     from transformers import get_linear_schedule_with_warmup
 
-    from raykd.student.train_loop import student_task
+    from raykd.student.task import student_task
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
 def raykd_loop(job, model_dir: str, source: str, out: str, args) -> dict:
     import ray
 
-    from raykd.student.train_stage import STUDENT_TASK, fit
+    from raykd.stages.train import STUDENT_TASK, fit
 
     ray.init(num_cpus=args.threads + 1, include_dashboard=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -10,9 +10,9 @@ from importlib import resources
 
 from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
 from raykd.errors import InputError, StageError
-from raykd.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.ray_session import LOOPBACK_ENV, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
+from raykd.stages.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         log.info("stages run: %s", ", ".join(ran) or "none (all current)")
         _print_summary(run)
     elif args.command == "tune":
-        from raykd.tuning.driver import run_tune
+        from raykd.stages.tune import run_tune
 
         start_ray()
         run_tune(cfg, run, args.space)

@@ -67,8 +67,8 @@ def demo_config(demo_collection, tmp_path_factory):
 @pytest.fixture(scope="session")
 def prepared_run(ray_session, demo_config):
     """The demo config's run directory after ``prepare``."""
-    from raykd.pipeline import run_stage, stage_by_name
     from raykd.run_dir import RunDir
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     run = RunDir.open(demo_config.run_dir)
     run_stage(stage_by_name("prepare"), demo_config, run)

@@ -13,13 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from raykd.config import validate
+from raykd.config import load_config, validate
+from raykd.data.passages import passage_text
 from raykd.data.schemas import EXAMPLES
 from raykd.errors import InputError
 from raykd.mining import dark_examples as dx
-from raykd.mining.stage import train_positives, train_queries
-from raykd.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.mine import train_positives, train_queries
+from raykd.stages.pipeline import run_stage, stage_by_name
 from tests.conftest import SCIFACT, needs_scifact
 
 AUGMENT = stage_by_name("augment")
@@ -75,7 +76,7 @@ def test_order_ids_and_texts(augmented, demo_collection):
     key = [(r["qid"], dx.KIND_ORDER[r["kind"]], r["eid"]) for r in rows]
     assert key == sorted(key)
     corpus = {
-        r["pid"]: dx.passage_text(r["title"], r["text"]) for r in _table(run, "corpus").to_pylist()
+        r["pid"]: passage_text(r["title"], r["text"]) for r in _table(run, "corpus").to_pylist()
     }
     pool = {(p["qid"], p["pid"]): p for p in _table(run, "pool").to_pylist()}
     tok = AutoTokenizer.from_pretrained(str(demo_collection.teacher_dir))
@@ -215,9 +216,12 @@ def test_scifact_mine_then_augment_via_cli(ray_session, tmp_path):
         assert main([stage, *args]) == 0
     run = RunDir.open(str(tmp_path / "run"))
     mine = run.read_json("manifests/mine.json")
-    assert mine["info"]["bm25_rows"] == mine["info"]["random_rows"] == 20 * 100
+    job = load_config(repo / "jobs" / "scifact.yaml")
+    assert mine["info"]["bm25_rows"] == 20 * job.mining.depth
+    assert mine["info"]["random_rows"] == 20 * job.mining.n_random
     info = run.read_json("manifests/augment.json")["info"]
-    assert info["n_neg"] == mine["rows"]["pool"] and info["n_rein"] == 20 * info["n_pos"]
+    assert info["n_neg"] == mine["rows"]["pool"]
+    assert info["n_rein"] == job.augment.n_rein * info["n_pos"]
     assert info["n_mask"] == 5 * info["n_pos"]
     rows = _table(run, "examples").to_pylist()
     assert all(" [SEP] " in r["text"] for r in rows if r["kind"] == "rein")
@@ -227,7 +231,7 @@ def test_scifact_mine_then_augment_via_cli(ray_session, tmp_path):
 def test_rein_pick_random_draws_uniformly_among_retrieved_negatives():
     """ADAM §4.3, "We randomly select m hard negatives": with rein_pick random the twinned
     negatives are a uniform n_rein-subset of the retrieved ones; random-source ones only fill."""
-    from raykd.mining.augment_stage import plan_examples
+    from raykd.stages.augment import plan_examples
 
     pool = pa.table(
         {

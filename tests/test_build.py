@@ -164,7 +164,7 @@ def assemble_all(examples=None, scores=None, **candidates):
 
 
 def build(root: Path, examples=None, scores=None, **candidates):
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     run = write_run(root, examples, scores)
     cfg = validate({"run_dir": str(root), "candidates": {"m": 2, **candidates}})

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from raykd.report.diagnostics import (
+from raykd.candidates.diagnostics import (
     describe,
     pad_ragged,
     score_range,

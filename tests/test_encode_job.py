@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from raykd.mining.dark_examples import passage_texts
+from raykd.data.passages import passage_texts
 from raykd.retrieval.encode_job import encode_corpus, iter_embedding_shards
 from raykd.retrieval.encoder import TextEncoder
 from raykd.retrieval.index import build_index, search

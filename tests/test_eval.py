@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from raykd.config import IndexSpec
+from raykd.data.trec import read_run
 from raykd.errors import InputError, StageError
 from raykd.evaluation.metrics import evaluate
 from raykd.evaluation.rerank import fetch_passages, rerank_dense, run_pids, truncate_run
 from raykd.evaluation.table import format_table
-from raykd.evaluation.trec import read_run
 from raykd.retrieval.dense_search import DenseModel, dense_retrieve, search_embeddings
 
 DIM = 8
@@ -84,7 +84,7 @@ def _student(cfg):
 
 
 def test_rerank_by_student_equals_dense_scores(ray_session, demo_config, prepared_run, tmp_path):
-    from raykd.evaluation.eval_stage import read_queries
+    from raykd.stages.evaluate import read_queries
 
     queries = dict(list(read_queries(prepared_run, "dev").items())[:8])
     model = _student(demo_config)
@@ -126,8 +126,8 @@ def _eval_config(demo_config, tmp_path, **eval_fields):
 
 
 def _prepare(cfg):
-    from raykd.pipeline import run_stage, stage_by_name
     from raykd.run_dir import RunDir
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     run = RunDir.open(cfg.run_dir)
     run_stage(stage_by_name("prepare"), cfg, run)
@@ -135,8 +135,8 @@ def _prepare(cfg):
 
 
 def test_eval_stage_all_systems(ray_session, demo_config, demo_collection, tmp_path, capsys):
-    from raykd.evaluation.eval_stage import read_qrels
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.evaluate import read_qrels
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     cfg = _eval_config(demo_config, tmp_path)
     run = _prepare(cfg)
@@ -189,7 +189,7 @@ def test_eval_stage_all_systems(ray_session, demo_config, demo_collection, tmp_p
 
 
 def test_eval_without_student_needs_no_train_stage(ray_session, demo_config, tmp_path):
-    from raykd.pipeline import fingerprint, run_stage, stage_by_name
+    from raykd.stages.pipeline import fingerprint, run_stage, stage_by_name
 
     cfg = _eval_config(demo_config, tmp_path, systems=["bm25", "init"])
     run = _prepare(cfg)
@@ -209,7 +209,7 @@ def test_eval_without_student_needs_no_train_stage(ray_session, demo_config, tmp
 
 
 def test_eval_student_without_student_dir_is_an_error(ray_session, demo_config, tmp_path):
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     cfg = _eval_config(demo_config, tmp_path, systems=["bm25", "student"])
     run = _prepare(cfg)
@@ -223,7 +223,7 @@ def test_teacher_reranks_the_union_of_bm25_and_dense(ray_session, demo_config, t
     """rerank_sources [bm25, dense]: the reranked pool per query is exactly BM25's top 10 plus
     the mining bi-encoder's top 10, which is the init's run when it is the same model."""
     from raykd.config import validate
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     raw = _eval_config(
         demo_config, tmp_path, systems=["bm25", "init", "teacher_rerank"]
@@ -250,7 +250,7 @@ def test_teacher_reranks_the_union_of_bm25_and_dense(ray_session, demo_config, t
 
 
 def test_dense_rerank_source_needs_a_dense_model(ray_session, demo_config, tmp_path):
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     cfg = _eval_config(demo_config, tmp_path, systems=["teacher_rerank"], rerank_sources=["dense"])
     run = _prepare(cfg)

@@ -10,16 +10,16 @@ import pyarrow.dataset as pads
 import pytest
 
 from raykd.config import validate
+from raykd.data.passages import passage_text
 from raykd.data.schemas import POOL
 from raykd.errors import InputError
 from raykd.mining.bm25 import BM25Retriever
-from raykd.mining.dark_examples import passage_text
 from raykd.mining.file_pool import read_file_pool
 from raykd.mining.pool_merge import merge_pools
 from raykd.mining.random_pool import random_pool
-from raykd.mining.stage import corpus_pids, train_positives, train_queries
-from raykd.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.mine import corpus_pids, train_positives, train_queries
+from raykd.stages.pipeline import run_stage, stage_by_name
 
 
 def _config(demo_config, run_dir, **mining):

@@ -9,8 +9,8 @@ import pytest
 from raykd import pipeline
 from raykd.cli import main
 from raykd.config import validate
-from raykd.pipeline import Stage, StageResult, is_current, run_stage
 from raykd.run_dir import JOB_FILE, RunDir
+from raykd.stages.pipeline import Stage, StageResult, is_current, run_stage
 
 CALLS: list[str] = []
 

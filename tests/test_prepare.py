@@ -9,8 +9,8 @@ from raykd.config import validate
 from raykd.data.corpus_source import CorpusSource
 from raykd.data.readers import read_qrels, read_queries
 from raykd.errors import InputError
-from raykd.pipeline import is_current, run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import is_current, run_stage, stage_by_name
 
 PREPARE = stage_by_name("prepare")
 CORPUS = [

@@ -16,12 +16,12 @@ from raykd.candidates.pool import QueryPool
 from raykd.config import validate
 from raykd.data.schemas import SCORES, TRAIN
 from raykd.errors import InputError
-from raykd.pipeline import run_stage, stage_by_name
-from raykd.report import report_stage
 from raykd.report.figures import self_paced_cuts
 from raykd.report.results import EvalRun, find_eval_runs, systems_of, table_rows
 from raykd.report.sampling import Reservoir, sample_scores, sample_train
 from raykd.run_dir import RunDir
+from raykd.stages import report as report_stage
+from raykd.stages.pipeline import run_stage, stage_by_name
 from raykd.student.selfpaced import keep_count
 from tests.conftest import pick
 

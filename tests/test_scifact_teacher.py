@@ -30,7 +30,7 @@ DEPTH = 100
 
 @pytest.fixture(scope="module")
 def scifact():
-    from raykd.mining.dark_examples import passage_text
+    from raykd.data.passages import passage_text
 
     pids, texts = [], []
     with open(SCIFACT / "corpus.jsonl", encoding="utf-8") as f:

@@ -132,9 +132,9 @@ def test_scorer_batches_match_one_pair_at_a_time(demo_collection, tok):
 
 
 def test_score_stage_scores_every_example_once(ray_session, demo_config, tmp_path):
-    from raykd.pipeline import run_stage, stage_by_name
     from raykd.run_dir import RunDir
-    from raykd.teacher.score_stage import read_queries
+    from raykd.stages.pipeline import run_stage, stage_by_name
+    from raykd.stages.score import read_queries
 
     base = tmp_path / "base"
     cfg = with_teacher(

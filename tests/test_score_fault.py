@@ -22,7 +22,7 @@ DRIVER = """
 import json, sys
 import ray
 from raykd.config import validate
-from raykd.pipeline import run_stage, stage_by_name
+from raykd.stages.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
 
 cfg = validate(json.loads(sys.argv[1]))
@@ -35,8 +35,8 @@ run_stage(stage_by_name("score"), cfg, RunDir.open(cfg.run_dir))
 @pytest.fixture
 def scoring_run(ray_session, demo_config, tmp_path):
     """A run dir ready for ``score``, built from the demo collection."""
-    from raykd.pipeline import run_stage, stage_by_name
     from raykd.run_dir import RunDir
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     def make(n_queries: int, n_neg: int, **teacher):
         base = tmp_path / "base"
@@ -64,7 +64,7 @@ def _assert_exactly_once(scores, examples) -> None:
 
 
 def test_rerun_after_sigkill_scores_only_missing_shards(scoring_run, ray_session):
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     cfg, run, examples = scoring_run(6, 3, shard_rows=16, torch_threads=1, batch_size=8)
     root = Path(run.root)
@@ -116,7 +116,7 @@ def _actor_pids(title: str) -> dict[int, str]:
 
 
 def test_killed_scoring_actor_is_replaced_and_no_row_is_lost(scoring_run):
-    from raykd.pipeline import run_stage, stage_by_name
+    from raykd.stages.pipeline import run_stage, stage_by_name
 
     cfg, run, examples = scoring_run(30, 4, shard_rows=10_000, torch_threads=1, batch_size=4)
     killed: list[int] = []

@@ -8,8 +8,8 @@ differ in size.
 
 import numpy as np
 
+from raykd.candidates.diagnostics import score_variance, softmax_entropy
 from raykd.candidates.pool import QueryPool
-from raykd.report.diagnostics import score_variance, softmax_entropy
 from tests.conftest import pick
 
 N_QUERIES, M, N_STRATA = 50, 10, 5

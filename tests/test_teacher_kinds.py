@@ -67,7 +67,7 @@ def test_bm25_equals_bm25s_on_the_demo_corpus(prepared_run, stemmer):
     import bm25s
     import Stemmer
 
-    from raykd.mining.dark_examples import passage_text
+    from raykd.data.passages import passage_text
 
     corpus = pq.read_table(prepared_run.path("corpus"), filesystem=prepared_run.fs)
     texts = [
@@ -181,10 +181,10 @@ def test_combine_and_normalize_reject_bad_input():
 def test_ensemble_scores_dark_examples_through_the_score_stage(
     ray_session, demo_config, demo_collection, tmp_path
 ):
-    from raykd.pipeline import run_stage, stage_by_name
     from raykd.run_dir import RunDir
+    from raykd.stages.pipeline import run_stage, stage_by_name
+    from raykd.stages.score import read_queries
     from raykd.teacher.bi_encoder import BiEncoderScorer
-    from raykd.teacher.score_stage import read_queries
 
     base = tmp_path / "base"
     student = str(demo_collection.student_dir)

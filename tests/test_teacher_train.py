@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raykd.errors import InputError
-from raykd.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import run_stage, stage_by_name
 from raykd.teacher.finetune import pair_accuracy, training_rows
 from tests.train_helpers import write_pool
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raykd.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import run_stage, stage_by_name
 from tests.train_helpers import write_train_set
 
 

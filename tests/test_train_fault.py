@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from raykd.pipeline import run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import run_stage, stage_by_name
 from tests.test_train import train_config
 from tests.train_helpers import WorkerKiller, write_train_set
 

@@ -3,8 +3,8 @@ import pickle
 import numpy as np
 import pytest
 
+from raykd.data.trec import read_qrels, read_run, run_from_arrays, write_qrels, write_run
 from raykd.errors import InputError
-from raykd.evaluation.trec import read_qrels, read_run, run_from_arrays, write_qrels, write_run
 
 
 def test_input_error_formats_and_pickles():

@@ -12,7 +12,7 @@ import pytest
 
 from raykd.config import JobConfig, load_config
 from raykd.run_dir import RunDir
-from raykd.tuning.driver import max_concurrent, shared_paths, trial_config
+from raykd.stages.tune import max_concurrent, shared_paths, trial_config
 
 # --- overlay -----------------------------------------------------------------------------------
 
@@ -96,8 +96,8 @@ def test_max_concurrent_from_cluster_resources():
 )
 def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
     """A 4-trial ASHA sweep over shared scores: early stops, results table, runnable best.yaml."""
-    from raykd.pipeline import run_pipeline
-    from raykd.tuning.driver import run_tune
+    from raykd.stages.pipeline import run_pipeline
+    from raykd.stages.tune import run_tune
 
     space = tmp_path / "space.yaml"
     space.write_text(

@@ -21,12 +21,12 @@ import numpy as np
 import pyarrow as pa
 
 from raykd.candidates.confidence import pool_confidence
+from raykd.candidates.diagnostics import describe, pad_ragged
 from raykd.candidates.pool import InsufficientCandidates, QueryPool
 from raykd.candidates.select import select_candidates
 from raykd.config import CandidatesSection
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
-from raykd.report.diagnostics import describe, pad_ragged
 
 # Which input a GROUP row came from.
 SRC_QUERY, SRC_EXAMPLE, SRC_SCORE, SRC_POOL = 0, 1, 2, 3

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-KINDS = ("pos", "neg", "rein", "mask")
+from raykd.data.schemas import KINDS
 
 OnShort = Literal["fail", "fill"]  # candidates.on_short
 

@@ -2,6 +2,10 @@
 
 import pyarrow as pa
 
+# Example kinds (EXAMPLES.kind, SCORES.kind, TRAIN.kinds): positive, pool negative, reinforced
+# negative and masked positive (ADAM's dark examples).
+KINDS = ("pos", "neg", "rein", "mask")
+
 CORPUS = pa.schema([("pid", pa.string()), ("text", pa.string()), ("title", pa.string())])
 QUERIES = pa.schema([("qid", pa.string()), ("text", pa.string())])
 QRELS = pa.schema([("qid", pa.string()), ("pid", pa.string()), ("rel", pa.int32())])

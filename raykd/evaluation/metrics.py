@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import ir_measures
 from ir_measures.measures import Measure
 
-from raykd.evaluation.trec import Qrels, Run
+from raykd.data.trec import Qrels, Run
 
 DEFAULT_MEASURES: tuple[str, ...] = ("RR@10", "R@50", "R@100", "R@1000", "nDCG@10")
 

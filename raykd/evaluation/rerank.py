@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from raykd.data.passages import passage_texts
+from raykd.data.trec import Run
 from raykd.errors import InputError, StageError
-from raykd.evaluation.trec import Run
-from raykd.mining.dark_examples import passage_texts
 
 if TYPE_CHECKING:
     from raykd.config import JobConfig

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 from bm25s.tokenization import Tokenizer
 
 from raykd.config import MiningSection
-from raykd.mining.dark_examples import passage_texts
+from raykd.data.passages import passage_texts
 from raykd.run_dir import RunDir
 
 log = logging.getLogger(__name__)

@@ -19,22 +19,11 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("pos", "neg", "rein", "mask")
+from raykd.data.schemas import KINDS
+
 KIND_ORDER = {k: i for i, k in enumerate(KINDS)}
 LITERAL_SEP = "[SEP]"
 LITERAL_MASK = "[MASK]"
-
-
-def passage_text(title: str | None, text: str) -> str:
-    """The one text a passage is scored, encoded and indexed as."""
-    return f"{title} {text}" if title else text
-
-
-def passage_texts(batch: Any) -> list[str]:
-    """``passage_text`` over an Arrow table or record batch with ``title`` and ``text`` columns."""
-    titles = batch.column("title").to_pylist()
-    texts = batch.column("text").to_pylist()
-    return [passage_text(t, x) for t, x in zip(titles, texts, strict=True)]
 
 
 def rein_text(p_pos: str, p_neg: str, sep: str) -> str:

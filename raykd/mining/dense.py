@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from raykd.config import MiningSection
-from raykd.evaluation.trec import Run
+from raykd.data.trec import Run
 from raykd.mining.pool_merge import ranked_table
 from raykd.retrieval.dense_search import DenseModel, dense_retrieve
 

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 
 from raykd.data.lines import read_lines
 from raykd.data.schemas import POOL
+from raykd.data.trec import read_run
 from raykd.errors import InputError
-from raykd.evaluation.trec import read_run
 
 Located = tuple[str, list[tuple[str, float, int]]]  # qid, [(pid, score, line)]
 

@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raykd.report.diagnostics import describe, pad_ragged
+from raykd.candidates.diagnostics import describe, pad_ragged
 from raykd.report.sampling import KINDS, ScoreSample, TrainSample
 
 KIND_LABELS = {

@@ -4,10 +4,10 @@ stage configs, package versions, wall times and row counts."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raykd.pipeline import STAGES
 from raykd.report.results import nested_runs
 from raykd.run_dir import MANIFESTS, RunDir
 
@@ -47,29 +47,30 @@ def _models(config: dict[str, Any], prefix: str, out: dict[str, str]) -> None:
             out[path] = str(v)
 
 
-def read_provenance(run: RunDir) -> Provenance:
-    """Every manifest of the run and of the runs nested under it (``StageRecord.run``)."""
+def read_provenance(run: RunDir, stages_in_order: Sequence[str]) -> Provenance:
+    """Every manifest of the run and of the runs nested under it (``StageRecord.run``), stage by
+    stage in ``stages_in_order`` (the pipeline's)."""
     stages, models, data_files = [], {}, {}
     packages: dict[str, dict[str, str]] = {}
     for run_rel in nested_runs(run):
-        for stage in STAGES:
-            rel = posixpath.join(run_rel, MANIFESTS, f"{stage.name}.json")
+        for name in stages_in_order:
+            rel = posixpath.join(run_rel, MANIFESTS, f"{name}.json")
             if not run.exists(rel):
                 continue
             m = run.read_json(rel)
             inputs = m.get("inputs", {})
             config = inputs.get("config", {})
             _models(config, "", models)
-            if stage.name == "prepare" and not run_rel:
+            if name == "prepare" and not run_rel:
                 data_files = inputs.get("files", {}) or {}
-            label = f"{run_rel}: {stage.name}" if run_rel else stage.name
+            label = f"{run_rel}: {name}" if run_rel else name
             for pkg, version in (m.get("packages") or {}).items():
                 seen = packages.setdefault(pkg, {})
                 seen[version] = f"{seen[version]}, {label}" if version in seen else label
             stages.append(
                 StageRecord(
                     run=run_rel or ".",
-                    stage=stage.name,
+                    stage=name,
                     fingerprint=str(m.get("fingerprint", ""))[:12],
                     wall_time_s=m.get("wall_time_s"),
                     finished_at=str(m.get("finished_at", "")),

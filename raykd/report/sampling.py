@@ -18,11 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from raykd.candidates.confidence import confidence
-from raykd.data.schemas import TRAIN
+from raykd.data.schemas import KINDS, TRAIN
 from raykd.errors import InputError
 from raykd.run_dir import RunDir
 
-KINDS = ("pos", "neg", "rein", "mask")
 SCAN_BATCH_ROWS = 262_144
 
 

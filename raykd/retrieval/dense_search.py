@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from raykd.evaluation.trec import Run, run_from_arrays
+from raykd.data.trec import Run, run_from_arrays
 from raykd.retrieval.encode_job import encode_corpus, iter_embedding_shards
 from raykd.retrieval.index import IndexSpec, build_index, search
 

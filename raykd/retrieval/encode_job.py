@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
-from raykd.mining.dark_examples import passage_texts
+from raykd.data.passages import passage_texts
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The teacher interface: how a teacher kind plugs into the ``score`` stage.
 
-The score stage (``raykd.teacher.score_stage``) reads ``examples/``, joins the query text by qid,
+The score stage (``raykd.stages.score``) reads ``examples/``, joins the query text by qid,
 splits the rows into shards by qid hash (every row of a query lands in the same shard) and, for each
 shard not yet scored, calls ``teacher.score(ds)`` on a Ray Dataset with columns
 

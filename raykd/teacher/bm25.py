@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raykd.mining.dark_examples import passage_text
+from raykd.data.passages import passage_text
 from raykd.teacher.base import ScorerSpec, TeacherEnv, register_teacher
 
 log = logging.getLogger(__name__)

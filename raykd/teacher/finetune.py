@@ -1,5 +1,5 @@
 """Cross-encoder fine-tuning pieces for the teacher-train stage: the model, the loss, the export
-(a ``Task`` for ``raykd.student.train_loop``), and the training rows built from the pool.
+(a ``Task`` for ``raykd.training.loop``), and the training rows built from the pool.
 
 Listwise cross-entropy: for each training query the positive and ``n_negatives`` pool negatives
 are scored as one list, and the loss is -log softmax(logits)[positive].
@@ -19,7 +19,7 @@ from raykd.config import JobConfig
 from raykd.errors import InputError
 from raykd.student.batching import PairCollator
 from raykd.student.losses import info_nce
-from raykd.student.train_loop import Task
+from raykd.training.loop import Task
 
 
 class CrossEncoderScorer(nn.Module):

@@ -23,7 +23,8 @@ from raykd.config import JobConfig
 from raykd.errors import InputError
 from raykd.evaluation.metrics import evaluate
 from raykd.run_dir import RunDir
-from raykd.student.train_loop import Task, student_task
+from raykd.student.task import student_task
+from raykd.training.loop import Task
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def _table(run: RunDir, rel: str, columns: list[str], filt=None):
 
 def write_dev_set(cfg: JobConfig, run: RunDir) -> str:
     """Build (or keep, when built with the same settings) the dev rerank set; returns its URI."""
+    from raykd.data.passages import passage_texts
     from raykd.mining.bm25 import BM25Retriever
-    from raykd.mining.dark_examples import passage_texts
 
     split, tu, m = cfg.data.splits.eval, cfg.tune, cfg.mining
     params = {

@@ -24,7 +24,7 @@ import yaml
 
 from raykd.config import ConfigError, JobConfig, validate
 
-# Sections read by build/train/eval and by no stage up to score (see raykd.pipeline.STAGES).
+# Sections read by build/train/eval and by no stage up to score (see raykd.stages.pipeline.STAGES).
 TUNABLE_SECTIONS = ("candidates", "student", "train", "eval")
 KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
 

@@ -1,6 +1,6 @@
 """The ``teacher-train`` stage: fine-tune the cross-encoder on the training queries' pools.
 
-Runs on the student's Ray Train + DeepSpeed machinery (``raykd.student.train_stage.fit``) with
+Runs on the student's Ray Train + DeepSpeed machinery (``raykd.stages.train.fit``) with
 the cross-encoder task of ``raykd.teacher.finetune``; writes ``teacher_model/`` (HF model dir
 with tokenizer) for the score stage.
 """
@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from raykd.errors import InputError
 from raykd.models import resolve_model
-from raykd.pipeline import StageContext, StageResult
-from raykd.student.train_stage import fit
+from raykd.stages.pipeline import StageContext, StageResult
+from raykd.stages.train import fit
 from raykd.teacher.finetune import training_rows
 
 TEACHER_TASK = "raykd.teacher.finetune:teacher_task"

@@ -32,8 +32,8 @@ from raykd.candidates.assemble import (
 )
 from raykd.data.schemas import TRAIN
 from raykd.errors import StageError
-from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
+from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

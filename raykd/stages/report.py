@@ -16,13 +16,13 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from raykd.errors import StageError
-from raykd.pipeline import StageContext, StageResult
 from raykd.report.figures import plot_confidence, plot_score_histograms, plot_set_diagnostics
 from raykd.report.html import render
 from raykd.report.provenance import read_provenance
 from raykd.report.results import find_eval_runs, nested_runs, table_rows
 from raykd.report.sampling import sample_scores, sample_train
 from raykd.run_dir import MANIFESTS, RunDir
+from raykd.stages.pipeline import STAGES, StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def write_report(
         figures=figures,
         rows=rows,
         evals=evals,
-        prov=read_provenance(run),
+        prov=read_provenance(run, [s.name for s in STAGES]),
         notes=notes,
     )
     (dest / "index.html").write_text(html, encoding="utf-8")

@@ -102,16 +102,16 @@ def _eval_needs(cfg: JobConfig) -> tuple[str, ...]:
 STAGES: tuple[Stage, ...] = (
     Stage(
         "prepare",
-        "raykd.data.prepare:run_prepare",
+        "raykd.stages.prepare:run_prepare",
         ("data",),
         (),
         ("corpus", "queries", "qrels"),
-        input_hasher="raykd.data.prepare:hash_inputs",
+        input_hasher="raykd.stages.prepare:hash_inputs",
     ),
-    Stage("mine", "raykd.mining.stage:run_mine", ("mining",), ("prepare",), ("pool",)),
+    Stage("mine", "raykd.stages.mine:run_mine", ("mining",), ("prepare",), ("pool",)),
     Stage(
         "teacher-train",
-        "raykd.teacher.train_stage:run_teacher_train",
+        "raykd.stages.teacher_train:run_teacher_train",
         ("teacher",),
         ("prepare", "mine"),
         ("teacher_model",),
@@ -119,21 +119,21 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "augment",
-        "raykd.mining.augment_stage:run_augment",
+        "raykd.stages.augment:run_augment",
         ("augment", "teacher"),
         ("mine", "teacher-train"),
         ("examples",),
     ),
     Stage(
         "score",
-        "raykd.teacher.score_stage:run_score",
+        "raykd.stages.score:run_score",
         ("teacher",),
         ("mine", "augment", "teacher-train"),
         ("scores",),
     ),
     Stage(
         "build",
-        "raykd.candidates.build_stage:run_build",
+        "raykd.stages.build:run_build",
         # The confidence and entropies are taken at the softmax temperature of training.
         ("candidates", "train.teacher_temperature"),
         ("score",),
@@ -141,14 +141,14 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "train",
-        "raykd.student.train_stage:run_train",
+        "raykd.stages.train:run_train",
         ("student", "train", "candidates"),
         ("build",),
         ("student",),
     ),
     Stage(
         "eval",
-        "raykd.evaluation.eval_stage:run_eval",
+        "raykd.stages.evaluate:run_eval",
         (
             "eval",
             "student",
@@ -167,7 +167,7 @@ STAGES: tuple[Stage, ...] = (
         ("runs", "metrics.json"),
         needs=_eval_needs,
     ),
-    Stage("report", "raykd.report.report_stage:run_report", (), ("eval",), ("report",)),
+    Stage("report", "raykd.stages.report:run_report", (), ("eval",), ("report",)),
 )
 
 

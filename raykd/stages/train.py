@@ -14,14 +14,14 @@ from raykd.config import JobConfig, TrainerSection
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
 from raykd.models import resolve_model
-from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
-from raykd.student.train_loop import loop_config, train_loop_per_worker, trainer_section
+from raykd.stages.pipeline import StageContext, StageResult
+from raykd.training.loop import loop_config, train_loop_per_worker, trainer_section
 from raykd.tuning.report import DEV_STUDENT_TASK, tune_callbacks
 
 log = logging.getLogger(__name__)
 
-STUDENT_TASK = "raykd.student.train_loop:student_task"
+STUDENT_TASK = "raykd.student.task:student_task"
 
 
 def steps_per_epoch(n_rows: int, params: TrainerSection) -> int:

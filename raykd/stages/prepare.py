@@ -23,8 +23,8 @@ from raykd.data.lines import open_input
 from raykd.data.readers import corpus_path, read_qrels, read_queries, split_paths
 from raykd.data.schemas import QRELS, QUERIES
 from raykd.errors import InputError
-from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
+from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
-from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import StageContext, StageResult
 from raykd.teacher.base import TeacherEnv, build_teacher
 from raykd.teacher.score_job import add_shard, attach_queries, check_scores, collect
 

@@ -27,12 +27,13 @@ import pyarrow.parquet as pq
 import ray
 
 from raykd.config import JobConfig
-from raykd.data.schemas import EXAMPLES
+from raykd.data.passages import passage_texts
+from raykd.data.schemas import EXAMPLES, KINDS
 from raykd.errors import InputError, StageError
 from raykd.mining import dark_examples as dx
-from raykd.mining.stage import read_table, train_positives, train_queries
-from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
+from raykd.stages.mine import read_table, train_positives, train_queries
+from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def plan_examples(
             "rein": [(dx.eid_rein(qid, p, n), p, n, None) for p in pos for n in twinned],
             "mask": [(dx.eid_mask(qid, p, r), p, None, r) for p in pos for r in mask_ratios],
         }
-        for kind in dx.KINDS:
+        for kind in KINDS:
             for eid, pid, pid2, ratio in sorted(per_kind[kind]):
                 rows.append((qid, eid, kind, pid, pid2, ratio))
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * len(_SPEC)
@@ -86,7 +87,7 @@ def plan_examples(
 
 def _select_passages(batch: pa.Table, wanted: pa.Array) -> pa.Table:
     keep = batch.filter(pc.is_in(batch.column("pid"), value_set=wanted))
-    return pa.table({"pid": keep.column("pid"), "ptext": dx.passage_texts(keep)})
+    return pa.table({"pid": keep.column("pid"), "ptext": passage_texts(keep)})
 
 
 class _AttachTexts:

@@ -15,9 +15,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from raykd.mining.pool_merge import merge_pools, pool_sizes, ranked_table
-from raykd.pipeline import StageContext, StageResult
 from raykd.ray_errors import unwrap_ray_error
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

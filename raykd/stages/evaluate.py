@@ -24,13 +24,13 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
+from raykd.data.trec import Qrels, Run, write_run
 from raykd.errors import StageError
 from raykd.evaluation.metrics import evaluate
 from raykd.evaluation.rerank import fetch_passages, rerank_teacher, run_pids, truncate_run
-from raykd.evaluation.trec import Qrels, Run, write_run
-from raykd.pipeline import StageContext, StageResult
 from raykd.retrieval.dense_search import DenseModel, dense_retrieve
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from raykd.config import ConfigError, JobConfig, TrainSection, validate
-from raykd.pipeline import MANIFESTS, STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.run_dir import RunDir
+from raykd.stages.pipeline import MANIFESTS, STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.tuning.dev_metric import write_dev_set
 from raykd.tuning.space import SearchSpace, apply_values, load_space
 

@@ -1,9 +1,10 @@
 """The per-worker training loop: plain PyTorch + DeepSpeed, run by Ray Train's TorchTrainer.
 
-One loop serves the student (dual encoder, distillation losses) and the teacher-train stage
-(cross-encoder, listwise cross-entropy): a *task* (``Task``, built by a factory named in the loop
-config) supplies the model, the collate function, the loss and the export; the loop owns the
-DeepSpeed engine, the schedule, reporting, checkpoints and resume.
+One loop serves the student (``raykd.student.task``: dual encoder, distillation losses) and the
+teacher-train stage (``raykd.teacher.finetune``: cross-encoder, listwise cross-entropy): a *task*
+(``Task``, built by a factory named in the loop config) supplies the model, the collate function,
+the loss and the export; the loop owns the DeepSpeed engine, the schedule, reporting, checkpoints
+and resume.
 
 Checkpoints: every worker calls ``engine.save_checkpoint`` into a local folder and reports it;
 Ray merges the workers' files into one checkpoint folder. ``client_state`` carries the progress
@@ -25,11 +26,8 @@ import torch
 from torch import nn
 
 from raykd.config import JobConfig, TrainerSection
-from raykd.student.batching import StudentCollator
-from raykd.student.deepspeed_config import deepspeed_config
-from raykd.student.losses import LOSSES, adam_loss, compose, in_batch_info_nce, info_nce
-from raykd.student.meter import Meter
-from raykd.student.selfpaced import annotate_self_paced
+from raykd.training.deepspeed_config import deepspeed_config
+from raykd.training.meter import Meter
 
 DS_TAG = "state"
 
@@ -50,81 +48,6 @@ class Task:
     # (this worker's micro-batches of one optimizer step, 1-based epoch) -> None: annotates the
     # batches with what needs the whole global batch; collective, called on every rank
     on_step: Callable[[list[dict], int], None] | None = None
-
-
-def student_task(job: JobConfig, model_dir: str) -> Task:
-    """The dual-encoder student with the loss chosen by ``candidates.strategy`` and ``train``."""
-    from transformers import AutoTokenizer
-
-    from raykd.student.model import DualEncoder
-
-    st, tr = job.student, job.train
-    model = DualEncoder.from_pretrained(
-        model_dir,
-        pooling=st.pooling,
-        normalize=st.normalize,
-        shared_towers=st.shared_towers,
-        scale=st.scale,
-    )
-    collate = StudentCollator(model_dir, st.max_query_length, st.max_passage_length)
-    dark = job.candidates.strategy == "dark"
-
-    def loss(out: dict, batch: dict, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        scores, mask = out["scores"], batch["cand_mask"]
-        if dark:
-            r = adam_loss(
-                scores,
-                batch["teacher"],
-                batch["keep"],
-                lambda_sup=tr.lambda_sup,
-                mask=mask,
-                sup_mask=batch["sup_mask"],
-                kd_denominator=batch["kd_denominator"],
-                sup_temperature=tr.sup_temperature,
-                student_temperature=tr.student_temperature,
-                teacher_temperature=tr.teacher_temperature,
-            )
-            # This micro-batch's share of the global batch's kept rows (r.kept varies by worker).
-            kd, sup, kept = r.kd, r.sup, float(batch["kd_denominator"])
-        else:
-            kw = {}
-            if tr.loss == "kl":
-                kw = {
-                    "student_temperature": tr.student_temperature,
-                    "teacher_temperature": tr.teacher_temperature,
-                }
-            kd = LOSSES[tr.loss](scores, batch["teacher"], mask=mask, **kw)
-            if tr.in_batch_negatives:
-                idx = batch["cand_index"]
-                sup = in_batch_info_nce(
-                    st.scale * out["q"],
-                    out["p"][idx[:, 0]],
-                    out["p"][idx[:, 1:]],
-                    temperature=tr.sup_temperature,
-                    c_mask=mask[:, 1:],
-                )
-            else:
-                sup = info_nce(scores, temperature=tr.sup_temperature, mask=mask)
-            kept = float(scores.shape[0])
-        metrics = {"sup": sup.item(), "kd": kd.item(), "kept": kept, "batch": float(len(scores))}
-        return compose(tr.objective, kd, sup, tr.lambda_sup), metrics
-
-    def export(module: nn.Module, state: dict[str, torch.Tensor], dest: str) -> None:
-        module.save(
-            dest,
-            AutoTokenizer.from_pretrained(model_dir),
-            max_query_length=st.max_query_length,
-            max_passage_length=st.max_passage_length,
-            state_dict=state,
-        )
-
-    on_step = None
-    if dark:
-
-        def on_step(batches: list[dict], epoch: int) -> None:
-            annotate_self_paced(batches, epoch, tr.epochs)
-
-    return Task(model=model, collate=collate, loss=loss, export=export, on_step=on_step)
 
 
 def make_task(ref: str, job: JobConfig, model_dir: str) -> Task:
