@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from raykd.data.files import filesystem
+
 SUCCESS = "_SUCCESS"
 JOB_FILE = "job.yaml"  # the resolved config of the last stage run here
 MANIFESTS = "manifests"
@@ -36,12 +38,8 @@ class RunDir:
 
     @classmethod
     def open(cls, uri: str, base: RunDir | None = None, inherit: tuple[str, ...] = ()) -> RunDir:
-        if "://" in uri:
-            fs, root = pafs.FileSystem.from_uri(uri)
-        else:
-            import os
-
-            fs, root = pafs.LocalFileSystem(), os.path.abspath(uri)
+        fs, root = filesystem(uri)
+        if "://" not in uri:
             uri = root
         fs.create_dir(root, recursive=True)
         if base is not None and type(base.fs) is not type(fs):

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1] / "raykd"
 # Lowest first. Within a layer, packages do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "config"),
-    ("data", "run_dir", "ray_errors", "ray_session"),
-    ("models",),
+    ("data", "ray_errors", "ray_session"),
+    ("run_dir", "models"),
     ("retrieval",),
     ("mining", "training"),
     ("student",),

@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
+from raykd.data.files import filesystem
 from raykd.errors import InputError
 
 _CHUNK = 1 << 20
@@ -49,10 +50,7 @@ def _decode(raw: bytes, path: str, lineno: int) -> str:
 
 def open_input(path: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and path of a local path or URI; a missing or empty file is an InputError."""
-    if "://" in path:
-        fs, inner = pafs.FileSystem.from_uri(path)
-    else:
-        fs, inner = pafs.LocalFileSystem(), path
+    fs, inner = filesystem(path)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise InputError(path, "file not found")

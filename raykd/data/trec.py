@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
+from raykd.data.files import atomic_local
 from raykd.data.lines import read_lines
 from raykd.errors import InputError
 
@@ -86,19 +85,10 @@ def _check_id(kind: str, value: str) -> None:
 
 
 def _write_atomic(path: str | os.PathLike[str], lines: Iterator[str]) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_local(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_run(path: str | os.PathLike[str], run: Run, tag: str = "raykd") -> None:

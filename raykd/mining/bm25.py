@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 from bm25s.tokenization import Tokenizer
 
 from raykd.config import MiningSection
+from raykd.data.files import filesystem
 from raykd.data.passages import passage_texts
 from raykd.run_dir import RunDir
 
@@ -80,11 +81,7 @@ class BM25Retriever:
         ids (int32 arrays) are kept per passage, never the texts.
         """
         if fs is None:
-            fs, corpus = (
-                pafs.FileSystem.from_uri(corpus)
-                if "://" in corpus
-                else (pafs.LocalFileSystem(), corpus)
-            )
+            fs, corpus = filesystem(corpus)
         tokenizer = Tokenizer(stopwords=_stopwords(stopwords), stemmer=_stemmer(stemmer))
         ids: list[array] = []
         pids: list[pa.Array] = []

@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
+from raykd.data.files import filesystem
 from raykd.data.passages import passage_texts
 
 log = logging.getLogger(__name__)
@@ -118,14 +119,8 @@ def encode_corpus(
 
 
 def _open(uri: str) -> pads.Dataset:
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     return pads.dataset(path, filesystem=fs, format="parquet")
-
-
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), uri
 
 
 def _embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -145,7 +140,7 @@ def iter_embedding_shards(uri: str) -> Iterator[tuple[list[str], np.ndarray]]:
 
     Only one shard is in memory at a time; empty files are skipped.
     """
-    fs, root = _fs(uri)
+    fs, root = filesystem(uri)
     files = sorted(
         i.path
         for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from itertools import chain
-from pathlib import Path
 
 import faiss
 import numpy as np
 
 from raykd.config import IndexSpec
+from raykd.data.files import atomic_local
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +132,8 @@ def save_index(index: faiss.Index, path: str | os.PathLike[str]) -> None:
     """Write the index (a CPU copy if it lives on GPU) to a temp file, then rename into place."""
     if _is_gpu(index):
         index = faiss.index_gpu_to_cpu(index)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_local(path) as tmp:
         faiss.write_index(index, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_index(path: str | os.PathLike[str], spec: IndexSpec | None = None) -> faiss.Index:

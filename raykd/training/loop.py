@@ -15,7 +15,6 @@ after a worker failure continues where the last checkpoint left off instead of r
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -257,6 +256,8 @@ def _export(engine, task: Task, params: TrainerSection, rank: int, export_uri: s
     import pyarrow.fs as pafs
     import torch.distributed as dist
 
+    from raykd.data.files import filesystem
+
     if params.zero_stage == 3:
         state = engine._zero3_consolidated_16bit_state_dict()  # collective: every rank
     else:
@@ -265,9 +266,7 @@ def _export(engine, task: Task, params: TrainerSection, rank: int, export_uri: s
         tmp = tempfile.mkdtemp(prefix="raykd-export-")
         try:
             task.export(engine.module, {k: v.float() for k, v in state.items()}, tmp)
-            fs, path = pafs.FileSystem.from_uri(
-                export_uri if "://" in export_uri else os.path.abspath(export_uri)
-            )
+            fs, path = filesystem(export_uri)
             fs.create_dir(path, recursive=True)
             pafs.copy_files(tmp, path, destination_filesystem=fs)
         finally:

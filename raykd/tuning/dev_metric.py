@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import torch
 
 from raykd.config import JobConfig
+from raykd.data.files import filesystem
 from raykd.errors import InputError
 from raykd.evaluation.metrics import evaluate
 from raykd.run_dir import RunDir
@@ -39,7 +39,7 @@ class DevSet:
 
     @classmethod
     def load(cls, uri: str) -> DevSet:
-        fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+        fs, path = filesystem(uri)
         with fs.open_input_stream(path) as f:
             raw = json.loads(f.read().decode("utf-8"))
         return cls(raw["queries"], raw["candidates"], raw["qrels"])
