@@ -23,10 +23,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 
 from raykd.config import JobConfig
+from raykd.data.parquet import FixedLayoutWriter
 from raykd.data.passages import passage_texts
 from raykd.data.schemas import EXAMPLES, KINDS
 from raykd.errors import InputError, StageError
@@ -116,59 +116,6 @@ class _AttachTexts:
         cols = (batch.column(c).to_pylist() for c in ("qid", "kind", "pid", "pid2", "mask_ratio"))
         texts = [self._one(*row) for row in zip(*cols, strict=True)]
         return batch.append_column("text", pa.array(texts, pa.string()))
-
-
-class FixedLayoutWriter:
-    """Parquet files of exactly ``rows_per_file`` rows in row groups of ``rows_per_group``.
-
-    The layout depends only on the row sequence, never on how the stream was batched.
-    """
-
-    def __init__(
-        self, run_fs, folder: str, schema: pa.Schema, rows_per_group: int, rows_per_file: int
-    ) -> None:
-        self.fs, self.folder, self.schema = run_fs, folder, schema
-        self.rows_per_group, self.rows_per_file = rows_per_group, rows_per_file
-        self.pending: list[pa.Table] = []
-        self.n_pending = 0
-        self.writer: pq.ParquetWriter | None = None
-        self.in_file = 0
-        self.files = 0
-        self.rows = 0
-        self.fs.create_dir(folder, recursive=True)
-
-    def write(self, table: pa.Table) -> None:
-        self.pending.append(table.select(self.schema.names).cast(self.schema))
-        self.n_pending += table.num_rows
-        while self.n_pending >= self.rows_per_group:
-            self._flush(self.rows_per_group)
-
-    def _flush(self, n: int) -> None:
-        table = pa.concat_tables(self.pending)
-        if self.writer is None:
-            path = f"{self.folder}/part-{self.files:05d}.parquet"
-            self.writer = pq.ParquetWriter(path, self.schema, filesystem=self.fs)
-        take = min(n, self.rows_per_file - self.in_file)
-        self.writer.write_table(table.slice(0, take), row_group_size=take)
-        self.in_file += take
-        self.rows += take
-        rest = table.slice(take)
-        self.pending, self.n_pending = [rest], rest.num_rows
-        if self.in_file == self.rows_per_file:
-            self.writer.close()
-            self.writer, self.in_file = None, 0
-            self.files += 1
-
-    def close(self) -> int:
-        while self.n_pending:
-            self._flush(min(self.n_pending, self.rows_per_group))
-        if self.writer is not None:
-            self.writer.close()
-        elif self.rows == 0:  # an empty output is still a valid, readable folder
-            pq.write_table(
-                self.schema.empty_table(), f"{self.folder}/part-00000.parquet", filesystem=self.fs
-            )
-        return self.rows
 
 
 def _sorted_stream(ds: ray.data.Dataset, batch_size: int) -> Iterator[pa.Table]:

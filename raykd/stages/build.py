@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 from ray.data.context import ShuffleStrategy
 
@@ -30,6 +29,7 @@ from raykd.candidates.assemble import (
     assemble_group,
     to_group,
 )
+from raykd.data.parquet import FixedLayoutWriter
 from raykd.data.schemas import TRAIN
 from raykd.errors import StageError
 from raykd.ray_errors import unwrap_ray_error
@@ -37,7 +37,7 @@ from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 4096  # a fixed batch size makes the row groups (and so the file bytes) fixed
+BATCH_ROWS = 4096  # rows per row group
 ROWS_PER_FILE = 100_000
 
 
@@ -91,9 +91,9 @@ def run_build(ctx: StageContext) -> StageResult:
     n_set: list[np.ndarray] = []
     last_key: tuple[str, str] | None = None
     last_qid = last_short_qid = None
-    writer: pq.ParquetWriter | None = None
-    n_files = 0
-    in_file = 0
+    writer = FixedLayoutWriter(
+        ctx.run.fs, ctx.staging.path(out_rel), TRAIN, BATCH_ROWS, ROWS_PER_FILE
+    )
     try:
         with unwrap_ray_error():
             for batch in assembled.iter_batches(batch_size=BATCH_ROWS, batch_format="pyarrow"):
@@ -118,23 +118,9 @@ def run_build(ctx: StageContext) -> StageResult:
                 for name in diag:
                     diag[name].append(batch.column(name).to_numpy())
                 n_set.append(pc.list_value_length(batch.column("teacher")).to_numpy())
-                table = batch.select(TRAIN.names).cast(TRAIN).replace_schema_metadata(None)
-                while table.num_rows:
-                    if writer is None:
-                        path = ctx.staging.path(f"{out_rel}/part-{n_files:05d}.parquet")
-                        ctx.run.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-                        writer = pq.ParquetWriter(path, TRAIN, filesystem=ctx.run.fs)
-                        n_files += 1
-                    take = min(table.num_rows, ROWS_PER_FILE - in_file)
-                    writer.write_table(table.slice(0, take), row_group_size=BATCH_ROWS)
-                    table, in_file = table.slice(take), in_file + take
-                    counts["rows"] += take
-                    if in_file == ROWS_PER_FILE:
-                        writer.close()
-                        writer, in_file = None, 0
+                writer.write(batch.replace_schema_metadata(None))
     finally:
-        if writer is not None:
-            writer.close()
+        counts["rows"] = writer.close()
     if counts["rows"] == 0:
         raise StageError(f"build: no training query of split {split!r} has examples")
     wall = time.perf_counter() - start
@@ -160,7 +146,7 @@ def run_build(ctx: StageContext) -> StageResult:
         info={
             "strategy": cand.strategy,
             **counts,
-            "files": n_files,
+            "files": writer.files,
             "build_s": round(wall, 3),
             # Means over rows; "chosen" = positive + candidates, "pool" = positive + all
             # original negatives (before any margin filter).
