@@ -73,6 +73,10 @@ def query_seed(seed: int, qid: str) -> int:
 
 @dataclass(frozen=True)
 class TrainRow:
+    """One TRAIN row before it becomes Arrow: the query, its positive, the candidates and their
+    teacher scores (positive first), kinds, confidence C(q) and the pool scores.
+    """
+
     qid: str
     query: str
     pos_pid: str

@@ -40,6 +40,8 @@ _REL1_RATE = 0.5
 
 @dataclass(frozen=True)
 class DemoPaths:
+    """Where the built-in demo collection and its tiny models live under ``root``."""
+
     root: Path
     corpus: Path
     queries: Path

@@ -126,6 +126,9 @@ def split_paths(fmt: str, root: str, split: str) -> tuple[str, str]:
 
 
 def corpus_path(fmt: str, root: str) -> str:
+    """The corpus file of a collection folder in format ``fmt`` (beir, msmarco; else a Parquet
+    folder ``corpus``).
+    """
     return posixpath.join(
         root, {"beir": "corpus.jsonl", "msmarco": "collection.tsv"}.get(fmt, "corpus")
     )

@@ -37,6 +37,9 @@ def parse_jsonl(line: str, path: str, lineno: int, *, with_title: bool) -> tuple
 
 
 def parse_tsv(line: str, path: str, lineno: int, n_fields: int, names: str) -> list[str]:
+    """Split one TSV line into exactly ``n_fields`` fields (``names`` for the error), or raise
+    InputError naming ``path`` and ``lineno``.
+    """
     fields = line.split("\t")
     if len(fields) != n_fields:
         raise InputError(
@@ -48,6 +51,7 @@ def parse_tsv(line: str, path: str, lineno: int, n_fields: int, names: str) -> l
 
 
 def parse_rel(value: str, path: str, lineno: int) -> int:
+    """A qrels relevance grade as an int, or InputError naming ``path`` and ``lineno``."""
     try:
         return int(value)
     except ValueError:

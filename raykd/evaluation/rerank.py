@@ -50,6 +50,7 @@ def truncate_run(run: Run, depth: int) -> Run:
 
 
 def run_pids(run: Run) -> set[str]:
+    """Every pid a run ranks, over all its queries."""
     return {pid for docs in run.values() for pid in docs}
 
 

@@ -27,22 +27,29 @@ LITERAL_MASK = "[MASK]"
 
 
 def rein_text(p_pos: str, p_neg: str, sep: str) -> str:
+    """A reinforced negative (ADAM §3.3, N_mix): the positive and the negative joined by the
+    tokenizer's separator, ``p+ [SEP] p-``.
+    """
     return f"{p_pos} {sep} {p_neg}"
 
 
 def eid_pos(qid: str, pid: str) -> str:
+    """Example id of a positive: ``qid|pos|pid``."""
     return f"{qid}|pos|{pid}"
 
 
 def eid_neg(qid: str, pid: str) -> str:
+    """Example id of a pool negative: ``qid|neg|pid``."""
     return f"{qid}|neg|{pid}"
 
 
 def eid_rein(qid: str, pid: str, pid2: str) -> str:
+    """Example id of the reinforced negative of positive ``pid`` and negative ``pid2``."""
     return f"{qid}|rein|{pid}|{pid2}"
 
 
 def eid_mask(qid: str, pid: str, ratio: float) -> str:
+    """Example id of the masked positive ``pid`` at ``ratio`` (two decimals)."""
     return f"{qid}|mask|{pid}|{ratio:.2f}"
 
 
@@ -111,6 +118,9 @@ def tokenizer_ref(
 
 
 def load_tokenizer(ref: str | None) -> Any:
+    """The tokenizer at ``ref`` (HF id, folder or ``python:`` package), or None for literal
+    [SEP] / [MASK] on whitespace words.
+    """
     if ref is None:
         return None
     from transformers import AutoTokenizer
@@ -121,4 +131,5 @@ def load_tokenizer(ref: str | None) -> Any:
 
 
 def sep_token(tokenizer: Any) -> str:
+    """The tokenizer's separator token, or the literal ``[SEP]`` without one."""
     return (tokenizer.sep_token if tokenizer is not None else None) or LITERAL_SEP

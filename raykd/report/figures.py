@@ -35,6 +35,8 @@ N_BINS = 60
 
 @dataclass(frozen=True)
 class FigureFile:
+    """A figure the report embeds: its file, title and caption."""
+
     name: str  # file name inside the report folder
     title: str
     caption: str

@@ -45,6 +45,7 @@ def _table(
 
 
 def metrics_section(rows: Sequence[TableRow], evals: Sequence[EvalRun]) -> str:
+    """The HTML results table (one row per system, a column per measure)."""
     if not rows:
         return "<p class='muted'>No evaluation found (metrics.json): run the eval stage.</p>"
     measures = measure_order(list(rows))
@@ -75,6 +76,7 @@ def _fmt(v: Any) -> str:
 
 
 def provenance_section(p: Provenance) -> str:
+    """The HTML provenance: models, data files, package versions, stages."""
     parts = ["<h3>Models</h3>"]
     parts.append(
         _table(["config field", "model"], sorted(p.models.items()))
@@ -128,6 +130,7 @@ def render(
     prov: Provenance,
     notes: Sequence[str] = (),
 ) -> str:
+    """The whole report page."""
     figs = "\n".join(
         f'<figure><h3>{escape(f.title)}</h3><img src="{escape(f.name)}" alt="{escape(f.title)}">'
         f"<figcaption>{escape(f.caption)}</figcaption></figure>"

@@ -53,6 +53,8 @@ STUDENT = "student"
 
 @dataclass
 class EvalRun:
+    """One evaluated run (the run dir or a nested one) and its student's settings."""
+
     rel: str  # relative to the report's run dir; "" for the run itself
     metrics: dict[str, dict[str, float]]  # system -> measure -> value
     strategy: str | None  # of the student, from the run's train manifest
@@ -64,6 +66,8 @@ class EvalRun:
 
 @dataclass
 class TableRow:
+    """One row of the report's results table: a system over one or more runs."""
+
     label: str
     kind: str  # "student" or "baseline"
     values: dict[str, list[float]]  # measure -> one value per run
@@ -106,6 +110,10 @@ def _strip_seeds(node: Any, seeds: dict[str, Any], prefix: str = "") -> Any:
 
 
 def read_eval_run(run: RunDir, rel: str) -> EvalRun:
+    """The EvalRun at ``rel`` under ``run``: its metrics.json and its student's build/train
+    config from the manifests.
+    """
+
     def join(path: str) -> str:
         return _join(rel, path)
 

@@ -31,6 +31,10 @@ META = "raykd_student.json"
 
 
 class DualEncoder(nn.Module):
+    """The student: query and passage towers (one shared by default) with mean or CLS pooling;
+    ``score = scale * <q, p>`` (cosine when ``normalize``); ``forward`` gives the scores [B, K]
+    of each query against its own candidates (positive first)."""
+
     def __init__(
         self,
         query_tower: nn.Module,

@@ -98,6 +98,10 @@ class TeacherEnv:
 
 @runtime_checkable
 class Teacher(Protocol):
+    """What scores examples: ``score`` maps a Ray Dataset of (query, passage) rows to one with a
+    float32 ``score`` column (and ``score_<name>`` columns).
+    """
+
     columns: tuple[str, ...]  # extra float32 output columns are named score_<name>
 
     def score(self, ds: ray.data.Dataset) -> ray.data.Dataset: ...
@@ -140,6 +144,8 @@ KIND_MODULES = {
 
 
 def register_teacher(kind: str) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder for ``teacher.kind == kind``."""
+
     def deco(fn: Builder) -> Builder:
         _REGISTRY[kind] = fn
         return fn

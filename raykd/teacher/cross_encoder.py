@@ -107,6 +107,9 @@ def cross_encoder_spec(
 
 @register_teacher("cross_encoder")
 def build_cross_encoder(cfg: Any, env: TeacherEnv) -> ScorerSpec:
+    """The cross-encoder scorer of ``cfg.model``, with the teacher section's batch size and
+    lengths.
+    """
     t = env.job.teacher  # run-time knobs live on the section, also for ensemble members
     return cross_encoder_spec(
         env.model_ref(cfg.model),

@@ -119,6 +119,9 @@ class EnsembleTeacher:
 
 @register_teacher("ensemble")
 def build_ensemble(cfg, env: TeacherEnv) -> EnsembleTeacher:
+    """The ensemble teacher of ``cfg.members``: each member's raw score in ``score_<i>_<kind>``,
+    normalised per query over the positives and pool negatives, weighted and summed.
+    """
     if not getattr(cfg, "members", None):
         raise ValueError("teacher.kind 'ensemble' needs teacher.members")
     members = [

@@ -36,6 +36,9 @@ class CrossEncoderScorer(nn.Module):
 
 
 def teacher_task(job: JobConfig, model_dir: str) -> Task:
+    """The cross-encoder fine-tuning task: listwise cross-entropy (InfoNCE) of the positive
+    against ``teacher.train.n_negatives`` pool negatives per query.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)

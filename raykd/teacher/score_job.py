@@ -80,6 +80,7 @@ def shard_of(qids: np.ndarray | list[str], n_shards: int) -> np.ndarray:
 
 
 def add_shard(batch: dict[str, np.ndarray], *, n_shards: int) -> dict[str, np.ndarray]:
+    """``batch`` with a ``shard`` column: the qid's hash bucket among ``n_shards``."""
     out = dict(batch)
     out["shard"] = shard_of(batch["qid"], n_shards)
     return out

@@ -21,6 +21,7 @@ import numpy as np
 
 @lru_cache(maxsize=4)
 def load_tokenizer(path: str) -> Any:
+    """The Hugging Face tokenizer of the model folder ``path``."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)

@@ -12,6 +12,9 @@ from raykd.config import TrainerSection
 
 
 def deepspeed_config(params: TrainerSection, *, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config of a trainer section on ``world_size`` workers: micro-batch,
+    accumulation, clipping, ZeRO stage and bf16 (``TrainerSection.use_bf16``).
+    """
     micro = params.micro_batch
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,

@@ -50,6 +50,7 @@ class Task:
 
 
 def make_task(ref: str, job: JobConfig, model_dir: str) -> Task:
+    """Build the Task named by ``ref`` ("module:function", called with the job and model folder)."""
     module, fn = ref.split(":")
     return getattr(importlib.import_module(module), fn)(job, model_dir)
 

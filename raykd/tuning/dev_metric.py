@@ -33,6 +33,8 @@ DEV_SET = "tune/dev_set.json"
 
 @dataclass(frozen=True)
 class DevSet:
+    """The per-epoch dev rerank set: queries, BM25 candidates with their texts, qrels."""
+
     queries: dict[str, str]  # qid -> text
     candidates: dict[str, list[list[str]]]  # qid -> [[pid, passage text], ...] (BM25 order)
     qrels: dict[str, dict[str, int]]

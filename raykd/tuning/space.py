@@ -31,6 +31,8 @@ KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
 
 @dataclass(frozen=True)
 class Dist:
+    """One parameter's distribution in a search-space YAML (``kind`` and its arguments)."""
+
     kind: str
     args: tuple[Any, ...]
 
@@ -56,6 +58,8 @@ class Dist:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A search space: dotted config path -> distribution, from ``source``."""
+
     source: str
     params: dict[str, Dist]
 
