@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raykd import pipeline
 from raykd.cli import main
 from raykd.config import validate
 from raykd.run_dir import JOB_FILE, RunDir
+from raykd.stages import pipeline
 from raykd.stages.pipeline import Stage, StageResult, is_current, run_stage
 
 CALLS: list[str] = []
