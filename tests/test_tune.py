@@ -138,9 +138,13 @@ def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
     assert "| trial | train.lambda_sup | train.lr | nDCG@10 | best_epoch | epochs | status |" in (
         open(run.path("tune/results.md")).read()
     )
-    # Teacher scores came from the base: no trial dir holds its own.
+    # Teacher scores came from the base: no trial dir holds its own. A trial that ran every
+    # epoch ends with its student and its full eval (ASHA's max_t is past the last epoch).
     for r in rows:
-        assert not RunDir.open(run.uri_of(f"tune/trials/{r['trial']}")).exists("scores")
+        trial = RunDir.open(run.uri_of(f"tune/trials/{r['trial']}"))
+        assert not trial.exists("scores")
+        if r["epochs"] == 2:
+            assert trial.exists("student") and "student" in trial.read_json("metrics.json")
 
     best = load_config(run.path("tune/best.yaml"))
     assert best.train.lambda_sup == pytest.approx(rows[0]["train.lambda_sup"])

@@ -134,7 +134,9 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
     grace = min(tu.grace_period, cfg.train.epochs)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
-        max_t=cfg.train.epochs,
+        # One past the last epoch: at max_t ASHA stops the trial at that report, before its
+        # train stage commits the student and its eval runs.
+        max_t=cfg.train.epochs + 1,
         grace_period=grace,
         reduction_factor=tu.reduction_factor,
     )
