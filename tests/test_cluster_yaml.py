@@ -71,8 +71,8 @@ def test_msmarco_jobs_use_the_paper_settings_and_cluster_resources():
     assert (adam.augment.rein_pick, adam.augment.n_rein) == ("random", adam.candidates.m)
     assert adam.augment.mask_ratios == [0.15, 0.25, 0.35, 0.45, 0.55]
     tr = adam.train
-    assert (tr.objective, tr.loss) == ("kd_sup", "kl")
-    assert tr.teacher_temperature == tr.student_temperature == tr.sup_temperature == 1.0
+    assert (tr.objective, tr.loss.name) == ("kd_sup", "kl")
+    assert tr.loss.teacher_temperature == tr.loss.student_temperature == tr.sup_temperature == 1.0
     assert adam.student.scale == 1.0 and not adam.student.normalize
     strat = load_config(ROOT / "jobs" / "msmarco_stratified.yaml")
     assert (strat.mining.depth, strat.mining.n_random) == (100, 100)

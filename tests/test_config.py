@@ -36,7 +36,7 @@ def test_run_dir_override_and_list_values(tmp_path):
         ("train.epoch=3", "train.epoch: unknown key"),
         ("candidates.strategy=best", "candidates.strategy: Input should be"),
         ("nosuch.x=1", "nosuch: unknown key"),
-        ("augment.mask_ratios=[0.2, 1.5]", "augment.mask_ratios: Value error"),
+        ("augment.mask_ratios=[0.2, 1.5]", "augment.mask_ratios: mask ratios must lie in (0, 1)"),
     ],
 )
 def test_bad_values_name_the_dotted_path(tmp_path, override, expected):
@@ -108,11 +108,29 @@ def test_method_defaults_are_the_papers():
     strata, equal quotas: the whole score spectrum)."""
     cfg = JobConfig()
     tr, c = cfg.train, cfg.candidates
-    assert tr.teacher_temperature == tr.student_temperature == tr.sup_temperature == 1.0
+    assert tr.loss.teacher_temperature == tr.loss.student_temperature == tr.sup_temperature == 1.0
     assert cfg.student.scale == 1.0
-    assert (tr.objective, tr.loss, tr.lambda_sup) == ("kd_sup", "kl", 0.01)
+    assert (tr.objective, tr.loss.name, tr.lambda_sup) == ("kd_sup", "kl", 0.01)
     assert (tr.lr, tr.batch_size, tr.warmup_steps) == (5e-5, 128, 100)
     assert (cfg.student.max_query_length, cfg.student.max_passage_length) == (32, 128)
     assert (c.m, c.n_masked, c.dark_base) == (10, 5, "random")
     assert cfg.augment.mask_ratios == [0.15, 0.25, 0.35, 0.45, 0.55]
     assert (c.binning, c.allocation) == ("equal_width", "equal")
+
+
+def test_loss_settings_exist_only_for_their_loss(tmp_path):
+    """train.loss is a union on its name: kl carries the temperatures, margin_mse and ranknet
+    have none, so a temperature given to them is an error, not a silent no-op."""
+    cfg = load_config(None, ["train.loss={name: kl, teacher_temperature: 0.05}"])
+    assert (cfg.train.loss.teacher_temperature, cfg.train.teacher_temperature) == (0.05, 0.05)
+    cfg = load_config(None, ["train.loss=ranknet", "candidates.strategy=topk"])
+    assert cfg.train.loss.name == "ranknet" and cfg.train.teacher_temperature == 1.0
+    with pytest.raises(ConfigError, match=r"train\.loss\.margin_mse\.teacher_temperature: unknown"):
+        load_config(
+            None,
+            ["train.loss={name: margin_mse, teacher_temperature: 2}", "candidates.strategy=topk"],
+        )
+    with pytest.raises(ConfigError, match="'dark' is distilled with kl"):
+        load_config(None, ["train.loss=margin_mse", "candidates.strategy=dark"])
+    with pytest.raises(ConfigError, match=r"now train\.loss\.teacher_temperature"):
+        load_config(None, ["train.teacher_temperature=0.05"])

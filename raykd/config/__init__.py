@@ -7,7 +7,7 @@ dotted path instead of being ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -62,12 +62,21 @@ class ConfigError(ValueError):
     """A job config that does not validate; the message names each dotted path and reason."""
 
 
+# Keys that moved, so an old job file's error says where to.
+MOVED = {
+    "train.teacher_temperature": "train.loss.teacher_temperature (with train.loss.name kl)",
+    "train.student_temperature": "train.loss.student_temperature (with train.loss.name kl)",
+}
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
         reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {path}: {reason}")
+        if path in MOVED:
+            reason += f"; it is now {MOVED[path]}"
+        lines.append(f"  {path}: {reason.removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -130,8 +139,16 @@ def reference_markdown() -> str:
     """The config reference, generated from the models (README section)."""
     out: list[str] = []
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def row(path: str, type_name: str, default: Any, doc: str) -> None:
+        cells = (f"`{path}`", f"`{type_name}`", f"`{default!r}`", doc)
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+
+    def walk(
+        model: type[BaseModel], prefix: str, skip: tuple[str, ...] = (), note: str = ""
+    ) -> None:
         for name, field in model.model_fields.items():
+            if name in skip:
+                continue
             ann = field.annotation
             path = f"{prefix}{name}"
             sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
@@ -139,12 +156,18 @@ def reference_markdown() -> str:
                 walk(sub, path + ".")
                 continue
             default = field.get_default(call_default_factory=True)
+            if field.discriminator:  # a union of sections: its tag, then each variant's keys
+                variants = get_args(ann)
+                tags = [v.model_fields["name"].default for v in variants]
+                row(f"{path}.name", " | ".join(tags), default.name, field.description or "")
+                for v in variants:
+                    tag = v.model_fields["name"].default
+                    walk(v, f"{path}.", skip=("name",), note=f"({name}.name {tag}) ")
+                continue
             if isinstance(default, BaseModel):
                 default = default.model_dump(mode="json")
             type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-            doc = field.description or ""
-            cells = (f"`{path}`", f"`{type_name}`", f"`{default!r}`", doc)
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+            row(path, type_name, default, note + (field.description or ""))
 
     walk(JobConfig, "")
     header = "| key | type | default | meaning |\n|---|---|---|---|"

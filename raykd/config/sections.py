@@ -3,9 +3,9 @@ keys. A section travels whole from YAML to the function that uses it."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IndexType = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
 
@@ -288,17 +288,12 @@ class CandidatesSection(Section):
     seed: int = 0
 
 
-class TrainSection(TrainerSection):
-    lambda_sup: float = Field(0.01, ge=0)
-    objective: Literal["kd_sup", "kd", "sup"] = Field(
-        "kd_sup",
-        description="kd_sup: L_kd + lambda_sup * L_sup (ADAM Eq. 9); kd: distillation alone; "
-        "sup: InfoNCE over the positive and the candidate set alone, no teacher (localised "
-        "contrastive estimation, the ablation of Parry et al.).",
-    )
-    loss: Literal["kl", "margin_mse", "ranknet"] = "kl"
-    # ADAM scales neither softmax (§3.2: smoother labels "naturally obtained (instead of scaled
-    # by softmax temperature)"); student logits are student.scale * <q, p>.
+# ADAM scales neither softmax (§3.2: smoother labels "naturally obtained (instead of scaled by
+# softmax temperature)"); student logits are student.scale * <q, p>.
+class KlLoss(Section):
+    """KL(P_t || P_s) over the candidate set (ADAM Eq. 4-5)."""
+
+    name: Literal["kl"] = "kl"
     teacher_temperature: float = Field(
         1.0,
         gt=0,
@@ -308,6 +303,36 @@ class TrainSection(TrainerSection):
     student_temperature: float = Field(
         1.0, gt=0, description="Student logits / T in L_kd; the logits already carry student.scale."
     )
+
+
+class MarginMseLoss(Section):
+    """MSE between student and teacher margins (Hofstätter et al., 2020): no temperature."""
+
+    name: Literal["margin_mse"] = "margin_mse"
+
+
+class RankNetLoss(Section):
+    """Pairwise RankNet on the teacher's order (Burges et al., 2005): no temperature."""
+
+    name: Literal["ranknet"] = "ranknet"
+
+
+KdLoss = Annotated[KlLoss | MarginMseLoss | RankNetLoss, Field(discriminator="name")]
+
+
+class TrainSection(TrainerSection):
+    lambda_sup: float = Field(0.01, ge=0)
+    objective: Literal["kd_sup", "kd", "sup"] = Field(
+        "kd_sup",
+        description="kd_sup: L_kd + lambda_sup * L_sup (ADAM Eq. 9); kd: distillation alone; "
+        "sup: InfoNCE over the positive and the candidate set alone, no teacher (localised "
+        "contrastive estimation, the ablation of Parry et al.).",
+    )
+    loss: KdLoss = Field(
+        default_factory=lambda: KlLoss(),
+        description="L_kd, by name: kl (ADAM Eq. 4-5, with its temperatures), margin_mse or "
+        "ranknet. A dark set is always distilled with kl (ADAM Eq. 9).",
+    )
     sup_temperature: float = Field(
         1.0,
         gt=0,
@@ -315,6 +340,18 @@ class TrainSection(TrainerSection):
         "keeps the paper's trade-off. Scale cosine students with student.scale instead.",
     )
     in_batch_negatives: bool = False
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_by_name(cls, v: Any) -> Any:
+        # ``--set train.loss=ranknet`` and tune spaces name a loss with its defaults.
+        return {"name": v} if isinstance(v, str) else v
+
+    @property
+    def teacher_temperature(self) -> float:
+        """T of the teacher distribution P_t the student is distilled towards (the build's C(q),
+        the report's entropies): the kl loss's; 1 (raw scores) for the losses without one."""
+        return self.loss.teacher_temperature if isinstance(self.loss, KlLoss) else 1.0
 
 
 class EvalSection(Section):
@@ -385,6 +422,15 @@ class JobConfig(Section):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     tune: TuneSection = TuneSection()
+
+    @model_validator(mode="after")
+    def _dark_distils_with_kl(self) -> JobConfig:
+        if self.candidates.strategy == "dark" and not isinstance(self.train.loss, KlLoss):
+            raise ValueError(
+                f"train.loss.name {self.train.loss.name!r}: candidates.strategy 'dark' is "
+                "distilled with kl (ADAM Eq. 9)"
+            )
+        return self
 
     def subtree(self, dotted: str) -> Any:
         """The JSON-able value at a dotted path (used for stage fingerprints)."""

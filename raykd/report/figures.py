@@ -205,7 +205,7 @@ def plot_set_diagnostics(
     caption = (
         "Box plots over (query, positive) rows of the candidate set's teacher scores (positive "
         f"included): entropy of softmax(score / {temperature:g}), the distillation target at "
-        "train.teacher_temperature (bounded by log of the set size, so the larger full pool "
+        "train.loss.teacher_temperature (bounded by log of the set size, so the larger full pool "
         "sits higher), population variance and range. Full pool = the "
         f"positive and every original negative, for {sample.n_queries:,} of "
         f"{sample.total_queries:,} queries sampled by a seeded hash of the qid"

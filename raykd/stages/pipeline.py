@@ -134,8 +134,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "build",
         "raykd.stages.build:run_build",
-        # The confidence and entropies are taken at the softmax temperature of training.
-        ("candidates", "train.teacher_temperature"),
+        # The confidence and entropies are taken at the kl loss's teacher temperature.
+        ("candidates", "train.loss"),
         ("score",),
         ("train/{strategy}",),
     ),

@@ -42,19 +42,15 @@ def student_task(job: JobConfig, model_dir: str) -> Task:
                 sup_mask=batch["sup_mask"],
                 kd_denominator=batch["kd_denominator"],
                 sup_temperature=tr.sup_temperature,
-                student_temperature=tr.student_temperature,
-                teacher_temperature=tr.teacher_temperature,
+                student_temperature=tr.loss.student_temperature,
+                teacher_temperature=tr.loss.teacher_temperature,
             )
             # This micro-batch's share of the global batch's kept rows (r.kept varies by worker).
             kd, sup, kept = r.kd, r.sup, float(batch["kd_denominator"])
         else:
-            kw = {}
-            if tr.loss == "kl":
-                kw = {
-                    "student_temperature": tr.student_temperature,
-                    "teacher_temperature": tr.teacher_temperature,
-                }
-            kd = LOSSES[tr.loss](scores, batch["teacher"], mask=mask, **kw)
+            # The loss's settings besides its name are its keyword arguments (kl: temperatures).
+            kw = tr.loss.model_dump(exclude={"name"})
+            kd = LOSSES[tr.loss.name](scores, batch["teacher"], mask=mask, **kw)
             if tr.in_batch_negatives:
                 idx = batch["cand_index"]
                 sup = in_batch_info_nce(
