@@ -129,17 +129,17 @@ def settings(args: argparse.Namespace) -> dict:
             {"teacher.kind": "cross_encoder", "teacher.model": args.teacher, "teacher.members": []}
         )
     if args.full:
-        gpu = ("mining.use_gpu", "train.use_gpu", "eval.use_gpu")
-        threads = ("mining.torch_threads", "teacher.torch_threads", "train.torch_threads")
+        pools = ("mining.actors", "teacher.actors", "eval.actors")
         out.update(
             {
-                **dict.fromkeys(gpu, True),
-                **dict.fromkeys((*threads, "eval.torch_threads"), None),
+                "train.use_gpu": True,
+                "train.torch_threads": None,
+                **{f"{p}.num_gpus": 1.0 for p in pools},
+                **{f"{p}.torch_threads": None for p in pools},
                 # The reference pools: BM25 + MiniLM top-100 (+ 100 random for training).
                 "mining.sources": ["bm25", "dense", "random"],
                 "mining.depth": 100,
                 "mining.n_random": 100,
-                "teacher.num_gpus_per_actor": 1.0,
                 "train.epochs": 3,
                 "train.lr": 3e-5,
                 "train.warmup_steps": 10,
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from raykd.config import ConfigError, apply_override, load_config, validate
     from raykd.data.trec import read_run
     from raykd.evaluation.metrics import per_query
-    from raykd.ray_session import LOOPBACK_ENV, ensure_ray
+    from raykd.on_ray.session import LOOPBACK_ENV, ensure_ray
     from raykd.run_dir import MANIFESTS, RunDir
     from raykd.stages.evaluate import read_qrels
     from raykd.stages.pipeline import run_pipeline, run_stage, stage_by_name

@@ -2,7 +2,7 @@
 
 Generates two synthetic MS MARCO-layout collections (random words; default 1M and 100k
 passages, the same queries for both), then runs ``raykd prepare`` and corpus encoding
-(``raykd.retrieval.encode_job.encode_corpus`` with a tiny encoder) on each in a fresh
+(``raykd.on_ray.encoding.encode_corpus`` with a tiny encoder) on each in a fresh
 subprocess, and reports the driver's peak RSS (printed by the subprocess at its end) and wall
 time. Baseline: the smaller collection. A streaming driver keeps the
 ratio of peak RSS large/small near 1 (target <= 1.3) while the corpus grows 10x.
@@ -117,12 +117,14 @@ def child_prepare(args: argparse.Namespace) -> dict:
 
 def child_encode(args: argparse.Namespace) -> dict:
     from raykd.config import RaySection
-    from raykd.ray_session import ensure_ray
+    from raykd.on_ray.session import ensure_ray
 
     ensure_ray(RaySection(num_cpus=args.num_cpus))
     import ray
 
-    from raykd.retrieval.encode_job import encode_corpus
+    from raykd.config import ActorPoolSpec
+    from raykd.on_ray.encoding import encode_corpus
+    from raykd.retrieval.dense_search import DenseModel
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     corpus = "corpus-limited" if args.encode_limit else "corpus"
@@ -131,11 +133,8 @@ def child_encode(args: argparse.Namespace) -> dict:
     n = encode_corpus(
         str(Path(args.run_dir) / corpus),
         str(out),
-        model=args.model,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        max_actors=args.actors,
-        min_actors=args.actors,
+        DenseModel(args.model, passage_max_length=args.max_length),
+        ActorPoolSpec(batch_size=args.batch_size, min_actors=args.actors, max_actors=args.actors),
     )
     wall = time.perf_counter() - start
     ray.shutdown()

@@ -93,20 +93,16 @@ def run_raykd(
     actors: int,
 ) -> tuple[float, np.ndarray]:
     """pairs/s of raykd's job end to end, and the scores in input order."""
+    from raykd.config import ActorPoolSpec
     from raykd.data.schemas import SCORES
+    from raykd.on_ray.scoring import collect, score_examples
     from raykd.teacher.cross_encoder import cross_encoder_spec
-    from raykd.teacher.score_job import collect, score_examples
 
     start = time.perf_counter()
-    spec = cross_encoder_spec(
-        model,
-        batch_size=batch_size,
-        max_query_length=None,
-        max_passage_length=max_length,
-        torch_threads=threads,
-        min_actors=actors,
-        max_actors=actors,
+    pool = ActorPoolSpec(
+        batch_size=batch_size, torch_threads=threads, min_actors=actors, max_actors=actors
     )
+    spec = cross_encoder_spec(model, pool, max_query_length=None, max_passage_length=max_length)
     table = collect(score_examples(pairs_dataset(queries, passages), spec), SCORES)
     seconds = time.perf_counter() - start
     order = np.argsort(np.array([int(e[1:]) for e in table["eid"].to_pylist()]))

@@ -10,7 +10,7 @@ from importlib import resources
 
 from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
 from raykd.errors import InputError, StageError
-from raykd.ray_session import LOOPBACK_ENV, ensure_ray
+from raykd.on_ray.session import LOOPBACK_ENV, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
 from raykd.stages.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 
@@ -108,7 +108,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         args.run_dir = args.run_dir or "runs/demo"
     cfg = _load(args)
     if not (args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS")):
-        # Before anything imports ray: keeps a local Ray's ports on loopback (see ray_session).
+        # Before anything imports ray: keeps a local Ray's ports on loopback (on_ray.session).
         os.environ.setdefault(LOOPBACK_ENV, "0")
     run = RunDir.open(cfg.run_dir)
 

@@ -54,7 +54,7 @@ def demo_config(demo_collection, tmp_path_factory):
             "run_dir": str(run_dir),
             "data": {"format": "beir", "path": str(demo_collection.root)},
             "mining": {"sources": ["bm25", "random"], "depth": 30, "n_random": 20},
-            "teacher": {"model": str(demo_collection.teacher_dir), "batch_size": 32},
+            "teacher": {"model": str(demo_collection.teacher_dir), "actors": {"batch_size": 32}},
             "augment": {"n_rein": 4, "mask_ratios": [0.25, 0.5]},
             "student": {"model": str(demo_collection.student_dir)},
             "candidates": {"m": 4, "n_strata": 2},

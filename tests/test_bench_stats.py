@@ -78,5 +78,6 @@ def test_flags_and_full_override_the_recipe():
     assert cfg.data.max_train_queries == 20
     full = _bench_config(["--full"])
     assert (full.candidates.m, full.augment.n_rein, full.train.epochs) == (10, 10, 3)
-    assert full.train.use_gpu and full.eval.use_gpu and full.teacher.num_gpus_per_actor == 1.0
+    assert full.train.use_gpu and full.eval.actors.num_gpus == full.teacher.actors.num_gpus == 1.0
+    assert full.mining.actors.num_gpus == 1.0 and full.teacher.actors.torch_threads is None
     assert full.mining.sources == ["bm25", "dense", "random"] and full.train.torch_threads is None

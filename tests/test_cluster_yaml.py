@@ -60,8 +60,8 @@ def test_msmarco_jobs_use_the_paper_settings_and_cluster_resources():
         assert (cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps) == (128, 5e-5, 100)
         assert cfg.train.use_gpu and cfg.train.zero_stage == 2 and cfg.train.bf16
         assert cfg.train.worker_resources == {"on_demand": 1}
-        assert cfg.teacher.num_gpus_per_actor == 1
-        assert cfg.teacher.max_actors > cfg.teacher.min_actors
+        assert cfg.teacher.actors.num_gpus == cfg.eval.actors.num_gpus == 1
+        assert cfg.teacher.actors.max_actors > cfg.teacher.actors.min_actors
     adam = load_config(ROOT / "jobs" / "msmarco_adam.yaml")
     assert adam.candidates.strategy == "dark" and adam.candidates.n_masked == 5
     assert adam.train.lambda_sup == 0.01 and adam.candidates.m == 10

@@ -6,8 +6,11 @@ import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from raykd.config import ActorPoolSpec
 from raykd.data.passages import passage_texts
-from raykd.retrieval.encode_job import encode_corpus, iter_embedding_shards
+from raykd.on_ray.encoding import encode_corpus
+from raykd.retrieval.dense_search import DenseModel
+from raykd.retrieval.embeddings import iter_embedding_shards
 from raykd.retrieval.encoder import TextEncoder
 from raykd.retrieval.index import build_index, search
 
@@ -17,13 +20,8 @@ def test_encode_corpus_matches_text_encoder(prepared_run, demo_collection, tmp_p
     corpus = pads.dataset(run.path("corpus"), filesystem=run.fs).to_table()
     out = str(tmp_path / "emb")
     kwargs = dict(pooling="mean", normalize=True, max_length=128)
-    n = encode_corpus(
-        run.uri_of("corpus"),
-        out,
-        model=str(demo_collection.student_dir),
-        batch_size=100,
-        **kwargs,
-    )
+    model = DenseModel(str(demo_collection.student_dir), "mean", True, passage_max_length=128)
+    n = encode_corpus(run.uri_of("corpus"), out, model, ActorPoolSpec(batch_size=100))
     assert n == corpus.num_rows
     pids, shards = [], []
     for shard_pids, vecs in iter_embedding_shards(out):

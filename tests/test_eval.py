@@ -9,13 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raykd.config import IndexSpec
+from raykd.config import ActorPoolSpec, IndexSpec
 from raykd.data.trec import read_run
 from raykd.errors import InputError, StageError
 from raykd.evaluation.metrics import evaluate
 from raykd.evaluation.rerank import fetch_passages, rerank_dense, run_pids, truncate_run
 from raykd.evaluation.table import format_table
-from raykd.retrieval.dense_search import DenseModel, dense_retrieve, search_embeddings
+from raykd.on_ray.encoding import dense_retrieve
+from raykd.retrieval.dense_search import DenseModel, search_embeddings
 
 DIM = 8
 
@@ -95,7 +96,8 @@ def test_rerank_by_student_equals_dense_scores(ray_session, demo_config, prepare
         list(queries.values()),
         model,
         depth=15,
-        batch_size=64,
+        index=IndexSpec(),
+        actors=ActorPoolSpec(batch_size=64),
     )
     passages = fetch_passages(prepared_run, run_pids(dense), "dense run")
     # Shuffle the first-stage scores: the rerank must not depend on them.
@@ -120,7 +122,9 @@ def _eval_config(demo_config, tmp_path, **eval_fields):
 
     raw = demo_config.model_dump(mode="json")
     raw["run_dir"] = str(tmp_path / "run")
-    raw["eval"].update({"depth": 50, "rerank_depth": 10, "batch_size": 64, **eval_fields})
+    raw["eval"].update(
+        {"depth": 50, "rerank_depth": 10, "actors": {"batch_size": 64}, **eval_fields}
+    )
     raw["student"]["max_passage_length"] = 64
     return validate(raw, "test")
 
@@ -229,9 +233,7 @@ def test_teacher_reranks_the_union_of_bm25_and_dense(ray_session, demo_config, t
         demo_config, tmp_path, systems=["bm25", "init", "teacher_rerank"]
     ).model_dump(mode="json")
     raw["eval"].update(rerank_sources=["bm25", "dense"], passage_max_length=64)
-    raw["mining"].update(
-        dense_model=raw["student"]["model"], dense_pooling="mean", dense_max_length=64
-    )
+    raw["mining"]["dense"] = {"model": raw["student"]["model"], "pooling": "mean", "max_length": 64}
     raw["student"]["max_query_length"] = 64
     cfg = validate(raw, "test")
     run = _prepare(cfg)
@@ -254,6 +256,6 @@ def test_dense_rerank_source_needs_a_dense_model(ray_session, demo_config, tmp_p
 
     cfg = _eval_config(demo_config, tmp_path, systems=["teacher_rerank"], rerank_sources=["dense"])
     run = _prepare(cfg)
-    with pytest.raises(StageError, match="mining.dense_model is not set"):
+    with pytest.raises(StageError, match="mining.dense.model is not set"):
         run_stage(stage_by_name("eval"), cfg, run)
     assert not run.exists("metrics.json")

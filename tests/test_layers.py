@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "raykd"
 # Lowest first. Within a layer, packages do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "config"),
-    ("data", "ray_errors", "ray_session"),
+    ("data",),
     ("run_dir", "models"),
     ("retrieval",),
     ("mining", "training"),
@@ -21,28 +21,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("teacher",),
     ("candidates",),
     ("evaluation",),
-    ("report", "tuning"),
+    ("report", "tuning", "on_ray"),
     ("stages",),
     ("cli",),
 )
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
-# The modules that may import Ray: the stage drivers, and the adapters they call to run library
-# code on Ray (Ray Data actor pools, Ray Train's per-worker loop, Ray Tune's search space and
-# callbacks, the session). Everything else is plain Python, NumPy, pyarrow and torch.
-RAY_MODULES = (
-    "stages.",
-    "tuning.",
-    "ray_session",
-    "training.loop",
-    "retrieval.encode_job",
-    "teacher.score_job",
-    "teacher.base",
-    "teacher.bm25",
-    "teacher.ensemble",
-    "evaluation.rerank",
-    "data.corpus_source",
-)
+# The modules that may import Ray: the stage drivers; the Ray Data adapters they call to run
+# library code on Ray (on_ray: actor pools, the corpus datasource, the session); Ray Train's
+# per-worker loop (training.loop: plain torch inside, as Ray's DeepSpeed example) and Ray Tune's
+# search space and callbacks (tuning). Everything else is plain Python, NumPy, pyarrow and torch.
+RAY_MODULES = ("stages.", "on_ray.", "tuning.", "training.loop")
 IMPORT_STRING = re.compile(r"^(raykd(?:\.\w+)+):\w+$")
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from raykd.config import validate
+from raykd.config import Bm25Spec, validate
 from raykd.data.passages import passage_text
 from raykd.data.schemas import POOL
 from raykd.errors import InputError
@@ -91,7 +91,7 @@ def test_bm25_and_random_pool_is_the_seed000_recipe(mined):
 def test_bm25_top1_of_a_passage_text_is_that_passage(mined):
     _, run = mined
     corpus = _table(run, "corpus").to_pylist()
-    retriever = BM25Retriever.from_corpus(run.path("corpus"), run.fs, k1=1.5, b=0.75)
+    retriever = BM25Retriever.from_corpus(run.path("corpus"), run.fs, Bm25Spec(k1=1.5, b=0.75))
     assert len(retriever) == len(corpus)
     sample = corpus[::97]
     pids, scores = retriever.retrieve([passage_text(r["title"], r["text"]) for r in sample], k=5)
@@ -242,9 +242,8 @@ def test_dense_pool_with_the_demo_student(ray_session, demo_config, demo_collect
         tmp_path / "run",
         sources=["dense"],
         depth=10,
-        dense_model=str(demo_collection.student_dir),
-        dense_max_length=128,
-        batch_size=64,
+        dense={"model": str(demo_collection.student_dir), "max_length": 128},
+        actors={"batch_size": 64},
     )
     run = _mine(cfg)
     qids, positives, rows = _check_pool(run, cfg, _table(run, "pool"))

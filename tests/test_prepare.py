@@ -6,9 +6,9 @@ import pyarrow.dataset as pads
 import pytest
 
 from raykd.config import validate
-from raykd.data.corpus_source import CorpusSource
 from raykd.data.readers import read_qrels, read_queries
 from raykd.errors import InputError
+from raykd.on_ray.corpus_source import CorpusSource
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import is_current, run_stage, stage_by_name
 

@@ -12,7 +12,7 @@ import pytest
 from raykd.data.schemas import SCORES
 from raykd.errors import InputError, StageError
 from raykd.teacher.cross_encoder import CrossEncoderScorer, head_scores
-from raykd.teacher.score_job import attach_queries, check_scores, shard_of
+from raykd.teacher.rows import attach_queries, check_scores, shard_of
 from raykd.teacher.tokenize import encode_pairs, load_tokenizer, pad, tokenize_batch
 from tests.score_helpers import make_examples, score_run, with_teacher
 
@@ -138,7 +138,9 @@ def test_score_stage_scores_every_example_once(ray_session, demo_config, tmp_pat
 
     base = tmp_path / "base"
     cfg = with_teacher(
-        demo_config.model_copy(update={"run_dir": str(base)}), shard_rows=40, torch_threads=1
+        demo_config.model_copy(update={"run_dir": str(base)}),
+        shard_rows=40,
+        actors={"torch_threads": 1},
     )
     prepared = RunDir.open(str(base))
     run_stage(stage_by_name("prepare"), cfg, prepared)

@@ -66,7 +66,9 @@ def _assert_exactly_once(scores, examples) -> None:
 def test_rerun_after_sigkill_scores_only_missing_shards(scoring_run, ray_session):
     from raykd.stages.pipeline import run_stage, stage_by_name
 
-    cfg, run, examples = scoring_run(6, 3, shard_rows=16, torch_threads=1, batch_size=8)
+    cfg, run, examples = scoring_run(
+        6, 3, shard_rows=16, actors={"torch_threads": 1, "batch_size": 8}
+    )
     root = Path(run.root)
     gcs = ray_session.get_runtime_context().gcs_address
     proc = subprocess.Popen(
@@ -118,7 +120,9 @@ def _actor_pids(title: str) -> dict[int, str]:
 def test_killed_scoring_actor_is_replaced_and_no_row_is_lost(scoring_run):
     from raykd.stages.pipeline import run_stage, stage_by_name
 
-    cfg, run, examples = scoring_run(30, 4, shard_rows=10_000, torch_threads=1, batch_size=4)
+    cfg, run, examples = scoring_run(
+        30, 4, shard_rows=10_000, actors={"torch_threads": 1, "batch_size": 4}
+    )
     killed: list[int] = []
     seen: set[int] = set()
     stop = threading.Event()

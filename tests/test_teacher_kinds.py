@@ -189,7 +189,7 @@ def test_ensemble_scores_dark_examples_through_the_score_stage(
     base = tmp_path / "base"
     student = str(demo_collection.student_dir)
     members = [
-        {"kind": "bm25", "weight": 0.3, "k1": 1.2},
+        {"kind": "bm25", "weight": 0.3, "bm25": {"k1": 1.2}},
         {"kind": "bi_encoder", "weight": 0.5, "model": student, "max_length": 64},
         {"kind": "cross_encoder", "weight": 0.2, "model": str(demo_collection.teacher_dir)},
     ]
@@ -198,7 +198,7 @@ def test_ensemble_scores_dark_examples_through_the_score_stage(
         kind="ensemble",
         members=members,
         shard_rows=30,
-        torch_threads=1,
+        actors={"torch_threads": 1},
     )
     prepared = RunDir.open(str(base))
     run_stage(stage_by_name("prepare"), cfg, prepared)

@@ -17,11 +17,9 @@ from raykd.config.sections import (
     CandidatesSection,
     DataSection,
     EvalSection,
-    IndexSpec,
     JobConfig,
     MiningSection,
     RaySection,
-    Section,
     StudentSection,
     TeacherMember,
     TeacherSection,
@@ -30,19 +28,37 @@ from raykd.config.sections import (
     TrainSection,
     TuneSection,
 )
+from raykd.config.specs import (
+    ActorPoolSpec,
+    Bm25Spec,
+    EncoderSpec,
+    IndexSpec,
+    KlLoss,
+    MarginMseLoss,
+    RankNetLoss,
+    Section,
+    TeacherActors,
+)
 
 __all__ = [
+    "ActorPoolSpec",
     "AugmentSection",
+    "Bm25Spec",
     "CandidatesSection",
     "ConfigError",
     "DataSection",
+    "EncoderSpec",
     "EvalSection",
     "IndexSpec",
     "JobConfig",
+    "KlLoss",
+    "MarginMseLoss",
     "MiningSection",
+    "RankNetLoss",
     "RaySection",
     "Section",
     "StudentSection",
+    "TeacherActors",
     "TeacherMember",
     "TeacherSection",
     "TeacherTrainSection",
@@ -66,6 +82,18 @@ class ConfigError(ValueError):
 MOVED = {
     "train.teacher_temperature": "train.loss.teacher_temperature (with train.loss.name kl)",
     "train.student_temperature": "train.loss.student_temperature (with train.loss.name kl)",
+    **{f"mining.bm25_{k}": f"mining.bm25.{k}" for k in ("k1", "b", "stopwords", "stemmer")},
+    **{f"mining.dense_{k}": f"mining.dense.{k}" for k in ("model", "pooling", "normalize")},
+    "mining.dense_max_length": "mining.dense.max_length",
+    **{f"teacher.{k}": f"teacher.bm25.{k}" for k in ("k1", "b", "stopwords", "stemmer")},
+    **{
+        f"{s}.{k}": f"{s}.actors.{k}"
+        for s in ("mining", "teacher", "eval")
+        for k in ("batch_size", "dtype", "min_actors", "max_actors", "torch_threads")
+    },
+    "mining.use_gpu": "mining.actors.num_gpus",
+    "eval.use_gpu": "eval.actors.num_gpus",
+    "teacher.num_gpus_per_actor": "teacher.actors.num_gpus",
 }
 
 

@@ -3,48 +3,20 @@ keys. A section travels whole from YAML to the function that uses it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-IndexType = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
-
-
-class IndexSpec(BaseModel):
-    """Which FAISS index to build and how to search it (inner product throughout)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: IndexType = "flat"
-    nlist: int = Field(1024, ge=1)
-    nprobe: int = Field(32, ge=1)
-    pq_m: int = Field(16, ge=1)
-    pq_nbits: int = Field(8, ge=1, le=16)
-    hnsw_m: int = Field(32, ge=2)
-    ef_construction: int = Field(200, ge=1)
-    ef_search: int = Field(128, ge=1)
-    use_gpu: bool = False
-
-    def factory_string(self) -> str:
-        if self.type == "flat":
-            return "Flat"
-        if self.type == "ivf_flat":
-            return f"IVF{self.nlist},Flat"
-        if self.type == "ivf_pq":
-            return f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_nbits}"
-        return f"HNSW{self.hnsw_m},Flat"
-
-    def min_train_size(self) -> int:
-        """Training vectors FAISS needs: one per IVF centroid, and one per PQ code for PQ."""
-        if self.type == "ivf_flat":
-            return self.nlist
-        if self.type == "ivf_pq":
-            return max(self.nlist, 2**self.pq_nbits)
-        return 0
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from raykd.config.specs import (
+    ActorPoolSpec,
+    Bm25Spec,
+    EncoderSpec,
+    IndexSpec,
+    KdLoss,
+    KlLoss,
+    Section,
+    TeacherActors,
+)
 
 
 class RaySection(Section):
@@ -75,32 +47,18 @@ class DataSection(Section):
     seed: int = 0
 
 
-# Ray pins a CPU actor to one torch thread unless told otherwise.
-ENCODE_THREADS = Field(None, ge=1, description="Torch threads per CPU encoding actor.")
-
-
 class MiningSection(Section):
     sources: list[Literal["bm25", "dense", "file", "random"]] = ["bm25", "random"]
     depth: int = Field(100, ge=1, description="Retriever top-k per source (bm25, dense).")
     n_random: int = Field(100, ge=0, description="Uniform random passages per query.")
-    bm25_k1: float = 1.5
-    bm25_b: float = 0.75
-    bm25_stopwords: str | None = "en"
-    bm25_stemmer: str | None = Field(
-        None, description="PyStemmer language (e.g. 'english'); None: no stemming, as bm25s."
+    bm25: Bm25Spec = Bm25Spec()
+    dense: EncoderSpec = Field(
+        default_factory=EncoderSpec, description="The bi-encoder of the 'dense' source."
     )
-    dense_model: str | None = Field(None, description="Bi-encoder id or dir for 'dense'.")
-    dense_pooling: Literal["cls", "mean"] = "mean"
-    dense_normalize: bool = True
-    dense_max_length: int = 256
     file_path: str | None = Field(None, description="Pool file for the 'file' source.")
     file_format: Literal["trec", "st_hard_negatives"] = "trec"
     index: IndexSpec = IndexSpec()
-    batch_size: int = 256
-    use_gpu: bool = False
-    min_actors: int = 1
-    max_actors: int = 1
-    torch_threads: int | None = ENCODE_THREADS
+    actors: ActorPoolSpec = ActorPoolSpec()
     seed: int = 0
 
 
@@ -112,12 +70,7 @@ class TeacherMember(Section):
     normalize: bool = True
     similarity: Literal["dot", "cosine"] = "cosine"
     max_length: int | None = Field(None, description="Bi-encoder max length (both sides).")
-    k1: float = 1.5
-    b: float = 0.75
-    stopwords: str | None = "en"
-    stemmer: str | None = Field(
-        None, description="BM25 PyStemmer language (e.g. 'english'); None: none, as bm25s."
-    )
+    bm25: Bm25Spec = Bm25Spec()
 
 
 class TrainerSection(Section):
@@ -181,12 +134,7 @@ class TeacherSection(Section):
     pooling: Literal["cls", "mean"] = "mean"
     normalize: bool = True
     similarity: Literal["dot", "cosine"] = "cosine"
-    k1: float = 1.5
-    b: float = 0.75
-    stopwords: str | None = "en"
-    stemmer: str | None = Field(
-        None, description="BM25 PyStemmer language (e.g. 'english'); None: none, as bm25s."
-    )
+    bm25: Bm25Spec = Bm25Spec()
     members: list[TeacherMember] = Field(default_factory=list, description="Ensemble members.")
     normalization: Literal["zscore", "minmax"] = "zscore"
     max_query_length: int | None = Field(
@@ -195,18 +143,13 @@ class TeacherSection(Section):
         "(longest_first, as sentence-transformers' CrossEncoder does).",
     )
     max_passage_length: int = 128
-    batch_size: int = 64
     bucket_rows: int = Field(
         2048, ge=1, description="Rows sorted by token length together before batching."
     )
     shard_rows: int = Field(
         100_000, ge=1, description="Rows per resumable scoring shard (sharded by qid hash)."
     )
-    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
-    num_gpus_per_actor: float = 0.0
-    min_actors: int = Field(1, ge=1)
-    max_actors: int = Field(1, ge=1)
-    torch_threads: int | None = Field(None, description="Torch threads per CPU actor.")
+    actors: TeacherActors = TeacherActors()
     train: TeacherTrainSection | None = Field(
         None, description="Fine-tune the cross-encoder first (teacher-train stage)."
     )
@@ -288,38 +231,6 @@ class CandidatesSection(Section):
     seed: int = 0
 
 
-# ADAM scales neither softmax (§3.2: smoother labels "naturally obtained (instead of scaled by
-# softmax temperature)"); student logits are student.scale * <q, p>.
-class KlLoss(Section):
-    """KL(P_t || P_s) over the candidate set (ADAM Eq. 4-5)."""
-
-    name: Literal["kl"] = "kl"
-    teacher_temperature: float = Field(
-        1.0,
-        gt=0,
-        description="Teacher logits / T in L_kd, the build's confidence C(q) and entropies. 1: "
-        "untempered, as ADAM. Set it for teachers on another scale (a min-maxed ensemble).",
-    )
-    student_temperature: float = Field(
-        1.0, gt=0, description="Student logits / T in L_kd; the logits already carry student.scale."
-    )
-
-
-class MarginMseLoss(Section):
-    """MSE between student and teacher margins (Hofstätter et al., 2020): no temperature."""
-
-    name: Literal["margin_mse"] = "margin_mse"
-
-
-class RankNetLoss(Section):
-    """Pairwise RankNet on the teacher's order (Burges et al., 2005): no temperature."""
-
-    name: Literal["ranknet"] = "ranknet"
-
-
-KdLoss = Annotated[KlLoss | MarginMseLoss | RankNetLoss, Field(discriminator="name")]
-
-
 class TrainSection(TrainerSection):
     lambda_sup: float = Field(0.01, ge=0)
     objective: Literal["kd_sup", "kd", "sup"] = Field(
@@ -372,7 +283,7 @@ class EvalSection(Section):
         ["bm25"],
         min_length=1,
         description="First stages whose top rerank_depth, merged per query, the teacher "
-        "reranks: bm25 (mining.bm25_*) and/or dense (mining.dense_*), as the mine stage pools.",
+        "reranks: bm25 (mining.bm25) and/or dense (mining.dense), as the mine stage pools.",
     )
     query_max_length: int | None = Field(
         None, ge=1, description="Query tokens at eval; None: student.max_query_length."
@@ -380,12 +291,9 @@ class EvalSection(Section):
     passage_max_length: int | None = Field(
         None, ge=1, description="Passage tokens at eval; None: student.max_passage_length."
     )
-    batch_size: int = 256
-    use_gpu: bool = False
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    min_actors: int = 1
-    max_actors: int = 1
-    torch_threads: int | None = ENCODE_THREADS
+    actors: ActorPoolSpec = Field(
+        default_factory=ActorPoolSpec, description="Corpus encoding (init, student)."
+    )
 
 
 class TuneSection(Section):

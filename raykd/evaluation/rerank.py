@@ -4,9 +4,8 @@
   passage) pair as the dot product of its ``TextEncoder`` embeddings, exactly what dense
   retrieval with the same model would score them. Encoding runs in the driver: a rerank touches
   only the run's passages.
-- ``rerank_teacher``: the configured teacher (any kind of the scorer registry) scores the pairs
-  through its Ray Data interface, a group of whole queries at a time (at most
-  ``teacher.shard_rows`` pairs, as the score stage does), so per-query ensembles stay correct.
+- the teacher: ``pair_groups`` cuts the run into tables of (query, passage) pairs, whole
+  queries each, which ``raykd.on_ray.scoring.rerank_teacher`` scores on Ray Data.
 
 A first-stage run naming a query or passage that is not in the collection is bad input.
 """
@@ -25,10 +24,9 @@ import pyarrow.dataset as pads
 
 from raykd.data.passages import passage_texts
 from raykd.data.trec import Run
-from raykd.errors import InputError, StageError
+from raykd.errors import InputError
 
 if TYPE_CHECKING:
-    from raykd.config import JobConfig
     from raykd.retrieval.dense_search import DenseModel
     from raykd.run_dir import RunDir
 
@@ -125,14 +123,16 @@ def rerank_dense(
     return out
 
 
-def _pair_groups(
+def pair_groups(
     first_stage: Run,
     queries: Mapping[str, str],
     passages: Mapping[str, str],
     max_rows: int,
     source: str,
 ) -> Iterator[pa.Table]:
-    """Tables of (qid, eid=pid, kind, query, text), whole queries each, ~``max_rows`` rows."""
+    """Tables of (qid, eid=pid, kind "rerank", query, text) of ``first_stage``'s pairs, whole
+    queries each, cut once a table reaches ``max_rows`` rows. A query not in ``queries`` is an
+    InputError naming ``source``."""
     cols: dict[str, list[str]] = {c: [] for c in _PAIR_COLUMNS}
     for qid in sorted(first_stage):
         query = _query_text(queries, qid, source)
@@ -147,55 +147,3 @@ def _pair_groups(
             cols = {c: [] for c in _PAIR_COLUMNS}
     if cols["qid"]:
         yield pa.table(cols)
-
-
-def rerank_teacher(
-    first_stage: Run,
-    queries: Mapping[str, str],
-    passages: Mapping[str, str],
-    cfg: JobConfig,
-    run_dir: RunDir,
-    *,
-    source: str = "run",
-) -> Run:
-    """Score every pair of ``first_stage`` with the configured teacher (raw teacher scores).
-
-    Needs Ray (the teacher interface is a Ray Data one). The trained teacher is used when
-    ``teacher.train`` is set, as in the score stage.
-    """
-    import ray.data
-
-    from raykd.ray_errors import unwrap_ray_error
-    from raykd.teacher.base import TeacherEnv, build_teacher
-    from raykd.teacher.score_job import check_scores
-
-    trained = run_dir.path("teacher_model") if cfg.teacher.train is not None else None
-    teacher = build_teacher(cfg.teacher, TeacherEnv(run=run_dir, job=cfg, trained_model=trained))
-    start = time.perf_counter()
-    out: Run = {}
-    n_pairs = 0
-    for table in _pair_groups(first_stage, queries, passages, cfg.teacher.shard_rows, source):
-        with unwrap_ray_error():
-            scored = teacher.score(ray.data.from_arrow(table)).select_columns(
-                ["qid", "eid", "score"]
-            )
-            parts = [t for t in ray.get(scored.to_arrow_refs()) if t.num_rows]
-        n_out = sum(t.num_rows for t in parts)
-        if n_out != table.num_rows:
-            raise StageError(f"teacher returned {n_out} scores for {table.num_rows} pairs")
-        result = pa.concat_tables(parts, promote_options="permissive")
-        check_scores(result)
-        for qid, pid, score in zip(
-            result.column("qid").to_pylist(),
-            result.column("eid").to_pylist(),
-            result.column("score").to_pylist(),
-            strict=True,
-        ):
-            out.setdefault(qid, {})[pid] = float(score)
-        n_pairs += table.num_rows
-        log.info(
-            "teacher rerank: %d pairs scored (%.1f pairs/s)",
-            n_pairs,
-            n_pairs / max(time.perf_counter() - start, 1e-9),
-        )
-    return out

@@ -18,7 +18,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from bm25s.tokenization import Tokenizer
 
-from raykd.config import MiningSection
+from raykd.config import Bm25Spec
 from raykd.data.files import filesystem
 from raykd.data.passages import passage_texts
 from raykd.run_dir import RunDir
@@ -53,27 +53,16 @@ class BM25Retriever:
         return len(self.pids)
 
     @classmethod
-    def for_run(cls, run: RunDir, mining: MiningSection) -> BM25Retriever:
-        """BM25 over a run's prepared corpus with the job's mining settings."""
-        return cls.from_corpus(
-            run.path("corpus"),
-            run.fs,
-            k1=mining.bm25_k1,
-            b=mining.bm25_b,
-            stopwords=mining.bm25_stopwords,
-            stemmer=mining.bm25_stemmer,
-        )
+    def for_run(cls, run: RunDir, spec: Bm25Spec) -> BM25Retriever:
+        """BM25 over a run's prepared corpus (``spec``: the job's ``mining.bm25``)."""
+        return cls.from_corpus(run.path("corpus"), run.fs, spec)
 
     @classmethod
     def from_corpus(
         cls,
         corpus: str,
         fs: pafs.FileSystem | None = None,
-        *,
-        k1: float = 1.5,
-        b: float = 0.75,
-        stopwords: str | None = "en",
-        stemmer: str | None = None,
+        spec: Bm25Spec | None = None,
     ) -> BM25Retriever:
         """Index a prepared corpus folder (Parquet with pid/title/text) batch by batch.
 
@@ -82,7 +71,8 @@ class BM25Retriever:
         """
         if fs is None:
             fs, corpus = filesystem(corpus)
-        tokenizer = Tokenizer(stopwords=_stopwords(stopwords), stemmer=_stemmer(stemmer))
+        spec = spec or Bm25Spec()
+        tokenizer = Tokenizer(stopwords=_stopwords(spec.stopwords), stemmer=_stemmer(spec.stemmer))
         ids: list[array] = []
         pids: list[pa.Array] = []
         start = time.perf_counter()
@@ -95,7 +85,7 @@ class BM25Retriever:
             log.info("bm25: tokenised %d passages", len(ids))
         if not ids:
             raise ValueError(f"{corpus}: the corpus is empty")
-        model = bm25s.BM25(k1=k1, b=b)
+        model = bm25s.BM25(k1=spec.k1, b=spec.b)
         model.index((ids, tokenizer.get_vocab_dict()), show_progress=False)
         log.info(
             "bm25: indexed %d passages in %.1f s (%.0f passages/s)",

@@ -11,7 +11,7 @@ from typing import Any
 from raykd.report.results import nested_runs
 from raykd.run_dir import MANIFESTS, RunDir
 
-MODEL_KEYS = ("model", "dense_model", "tokenizer")
+MODEL_KEYS = ("model", "tokenizer")
 
 
 @dataclass

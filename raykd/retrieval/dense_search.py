@@ -1,8 +1,9 @@
-"""Dense retrieval for evaluation: corpus-embedding shards -> FAISS index -> top-k per query.
+"""Dense retrieval: corpus-embedding shards -> FAISS index -> top-k per query.
 
-The corpus is encoded on Ray Data (``encode_job.encode_corpus``) into Parquet shards; the driver
-adds them to the index one shard at a time (the corpus is never held twice), encodes the (few)
-eval queries itself and searches to the eval depth, clipped to the corpus size.
+The corpus is encoded into Parquet shards (``raykd.on_ray.encoding`` runs
+``raykd.retrieval.embeddings.EncodeBatch`` on Ray Data); ``search_embeddings`` adds them to the
+index one shard at a time (the corpus is never held twice) and searches the query vectors, which
+``encode_queries`` computes in the calling process (query sets are small next to the corpus).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from raykd.config import EncoderSpec, IndexSpec
 from raykd.data.trec import Run, run_from_arrays
-from raykd.retrieval.encode_job import encode_corpus, iter_embedding_shards
-from raykd.retrieval.index import IndexSpec, build_index, search
+from raykd.retrieval.embeddings import iter_embedding_shards
+from raykd.retrieval.index import build_index, search
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,19 @@ class DenseModel:
     @property
     def query_tower(self) -> str:
         return self.query_model or self.model
+
+    @classmethod
+    def from_encoder(cls, spec: EncoderSpec) -> DenseModel:
+        """One tower with ``spec.max_length`` tokens on both sides (the mine stage's encoder)."""
+        if not spec.model:
+            raise ValueError("the encoder has no model")
+        return cls(
+            spec.model,
+            pooling=spec.pooling,
+            normalize=spec.normalize,
+            query_max_length=spec.max_length,
+            passage_max_length=spec.max_length,
+        )
 
 
 def with_available_gpu(spec: IndexSpec) -> IndexSpec:
@@ -98,38 +113,3 @@ def encode_queries(
         dtype=dtype,
     )
     return encoder.encode(list(texts), batch_size=batch_size)
-
-
-def dense_retrieve(
-    corpus_uri: str,
-    embeddings_uri: str,
-    qids: Sequence[str],
-    texts: Sequence[str],
-    model: DenseModel,
-    *,
-    depth: int,
-    spec: IndexSpec | None = None,
-    batch_size: int = 256,
-    use_gpu: bool = False,
-    dtype: str = "fp32",
-    min_actors: int = 1,
-    max_actors: int = 1,
-    torch_threads: int | None = None,
-) -> Run:
-    """Encode the corpus into ``embeddings_uri`` (a fresh folder), then search the queries."""
-    encode_corpus(
-        corpus_uri,
-        embeddings_uri,
-        model=model.model,
-        pooling=model.pooling,
-        normalize=model.normalize,
-        max_length=model.passage_max_length,
-        batch_size=batch_size,
-        use_gpu=use_gpu,
-        dtype=dtype,
-        min_actors=min_actors,
-        max_actors=max_actors,
-        torch_threads=torch_threads,
-    )
-    query_vecs = encode_queries(model, texts, batch_size, dtype)
-    return search_embeddings(embeddings_uri, qids, query_vecs, depth, spec)

@@ -31,7 +31,7 @@ from raykd.data.passages import passage_texts
 from raykd.data.schemas import EXAMPLES, KINDS
 from raykd.errors import InputError, StageError
 from raykd.mining import dark_examples as dx
-from raykd.ray_errors import unwrap_ray_error
+from raykd.on_ray.errors import unwrap_ray_error
 from raykd.stages.mine import read_table, train_positives, train_queries
 from raykd.stages.pipeline import StageContext, StageResult
 

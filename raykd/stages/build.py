@@ -32,7 +32,7 @@ from raykd.candidates.assemble import (
 from raykd.data.parquet import FixedLayoutWriter
 from raykd.data.schemas import TRAIN
 from raykd.errors import StageError
-from raykd.ray_errors import unwrap_ray_error
+from raykd.on_ray.errors import unwrap_ray_error
 from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Systems:
 
-- ``bm25``: BM25 over the corpus (``mining.bm25_*``), to ``eval.depth``;
+- ``bm25``: BM25 over the corpus (``mining.bm25``), to ``eval.depth``;
 - ``init``: the student's initial checkpoint (``student.model``) zero-shot, dense retrieval;
 - ``student``: the trained student (``student/``, committed by ``train``), dense retrieval;
 - ``teacher_rerank``: the teacher reranking a first-stage pool: the top ``eval.rerank_depth`` of
@@ -27,8 +27,10 @@ import pyarrow.dataset as pads
 from raykd.data.trec import Qrels, Run, write_run
 from raykd.errors import StageError
 from raykd.evaluation.metrics import evaluate
-from raykd.evaluation.rerank import fetch_passages, rerank_teacher, run_pids, truncate_run
-from raykd.retrieval.dense_search import DenseModel, dense_retrieve
+from raykd.evaluation.rerank import fetch_passages, run_pids, truncate_run
+from raykd.on_ray.encoding import dense_retrieve
+from raykd.on_ray.scoring import rerank_teacher
+from raykd.retrieval.dense_search import DenseModel
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import StageContext, StageResult
 
@@ -57,8 +59,7 @@ def read_qrels(run: RunDir, split: str) -> Qrels:
 def bm25_run(ctx: StageContext, queries: dict[str, str], depth: int) -> Run:
     from raykd.mining.bm25 import BM25Retriever
 
-    m = ctx.cfg.mining
-    retriever = BM25Retriever.for_run(ctx.run, m)
+    retriever = BM25Retriever.for_run(ctx.run, ctx.cfg.mining.bm25)
     qids, texts = list(queries), list(queries.values())
     run: Run = {}
     start = time.perf_counter()
@@ -108,8 +109,8 @@ def check_inputs(ctx: StageContext, systems: list[str]) -> None:
         if not ctx.run.is_local:
             raise StageError("evaluating the trained student needs a local run directory")
     if "teacher_rerank" in systems:
-        if "dense" in cfg.eval.rerank_sources and not cfg.mining.dense_model:
-            raise StageError("eval.rerank_sources has 'dense' but mining.dense_model is not set")
+        if "dense" in cfg.eval.rerank_sources and not cfg.mining.dense.model:
+            raise StageError("eval.rerank_sources has 'dense' but mining.dense.model is not set")
         if cfg.teacher.kind in ("cross_encoder", "bi_encoder") and not (
             cfg.teacher.model or cfg.teacher.train is not None
         ):
@@ -125,18 +126,19 @@ def rerank_pool(ctx: StageContext, queries: dict[str, str], bm25_full: Run | Non
         if source == "bm25":
             assert bm25_full is not None
             runs.append(truncate_run(bm25_full, ev.rerank_depth))
-        else:
-            from raykd.mining.dense import dense_run
-
+        else:  # the mine stage's bi-encoder, with its settings
             emb = "embeddings/rerank_dense"
+            m = ctx.cfg.mining
             runs.append(
-                dense_run(
+                dense_retrieve(
                     ctx.run.uri_of("corpus"),
                     ctx.staging.uri(emb),
                     list(queries),
                     list(queries.values()),
-                    ctx.cfg.mining,
-                    ev.rerank_depth,
+                    DenseModel.from_encoder(m.dense),
+                    depth=ev.rerank_depth,
+                    index=m.index,
+                    actors=m.actors,
                 )
             )
             ctx.run.delete(f"{ctx.staging.rel}/{emb}")
@@ -198,13 +200,8 @@ def run_eval(ctx: StageContext) -> StageResult:
                 list(queries.values()),
                 dense_model(ctx, system),
                 depth=ev.depth,
-                spec=ev.index,
-                batch_size=ev.batch_size,
-                use_gpu=ev.use_gpu,
-                dtype=ev.dtype,
-                min_actors=ev.min_actors,
-                max_actors=ev.max_actors,
-                torch_threads=ev.torch_threads,
+                index=ev.index,
+                actors=ev.actors,
             )
             ctx.run.delete(f"{ctx.staging.rel}/{emb}")
         else:  # teacher_rerank
@@ -248,23 +245,13 @@ def settings(ctx: StageContext) -> dict[str, Any]:
         "query_max_length": ev.query_max_length or st.max_query_length,
         "passage_max_length": ev.passage_max_length or st.max_passage_length,
         "student": {"model": st.model, "pooling": st.pooling, "normalize": st.normalize},
-        "bm25": {
-            "k1": cfg.mining.bm25_k1,
-            "b": cfg.mining.bm25_b,
-            "stopwords": cfg.mining.bm25_stopwords,
-        },
+        "bm25": cfg.mining.bm25.model_dump(mode="json"),
     }
     if "teacher_rerank" in ev.systems:
         out["rerank_depth"] = ev.rerank_depth
         out["rerank_sources"] = list(ev.rerank_sources)
         if "dense" in ev.rerank_sources:
-            m = cfg.mining
-            out["rerank_dense"] = {
-                "model": m.dense_model,
-                "pooling": m.dense_pooling,
-                "normalize": m.dense_normalize,
-                "max_length": m.dense_max_length,
-            }
+            out["rerank_dense"] = cfg.mining.dense.model_dump(mode="json")
         out["teacher"] = {
             "kind": cfg.teacher.kind,
             "model": cfg.teacher.model,

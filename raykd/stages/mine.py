@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from raykd.mining.pool_merge import merge_pools, pool_sizes, ranked_table
-from raykd.ray_errors import unwrap_ray_error
+from raykd.on_ray.errors import unwrap_ray_error
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import StageContext, StageResult
 
@@ -53,7 +53,7 @@ def _bm25(ctx: StageContext, qids: list[str], texts: list[str]) -> pa.Table:
     from raykd.mining.bm25 import BM25Retriever
 
     m = ctx.cfg.mining
-    retriever = BM25Retriever.for_run(ctx.run, m)
+    retriever = BM25Retriever.for_run(ctx.run, m.bm25)
     pids: list[list[str]] = []
     scores = []
     start = time.perf_counter()
@@ -86,11 +86,23 @@ def run_mine(ctx: StageContext) -> StageResult:
             table = _bm25(ctx, qids, texts)
         elif source == "dense":
             from raykd.mining.dense import dense_pool
+            from raykd.on_ray.encoding import dense_retrieve
+            from raykd.retrieval.dense_search import DenseModel
 
+            if not m.dense.model:
+                raise ValueError("mining.sources has 'dense' but mining.dense.model is not set")
             with unwrap_ray_error():
-                table = dense_pool(
-                    ctx.run.uri_of("corpus"), ctx.staging.uri("_embeddings"), qids, texts, m
+                run = dense_retrieve(
+                    ctx.run.uri_of("corpus"),
+                    ctx.staging.uri("_embeddings"),
+                    qids,
+                    texts,
+                    DenseModel.from_encoder(m.dense),
+                    depth=m.depth,
+                    index=m.index,
+                    actors=m.actors,
                 )
+            table = dense_pool(run, qids)
         elif source == "random":
             from raykd.mining.random_pool import random_pool
 

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import ray
 
 from raykd.config import DataSection, JobConfig
-from raykd.data.corpus_source import CorpusSource
 from raykd.data.lines import open_input
 from raykd.data.readers import corpus_path, read_qrels, read_queries, split_paths
 from raykd.data.schemas import QRELS, QUERIES
 from raykd.errors import InputError
-from raykd.ray_errors import unwrap_ray_error
+from raykd.on_ray.corpus_source import CorpusSource
+from raykd.on_ray.errors import unwrap_ray_error
 from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,12 @@ import pyarrow.parquet as pq
 
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
-from raykd.ray_errors import unwrap_ray_error
+from raykd.on_ray.errors import unwrap_ray_error
+from raykd.on_ray.scoring import collect, score_dataset
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import StageContext, StageResult
 from raykd.teacher.base import TeacherEnv, build_teacher
-from raykd.teacher.score_job import add_shard, attach_queries, check_scores, collect
+from raykd.teacher.rows import add_shard, attach_queries, check_scores
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def run_score(ctx: StageContext) -> StageResult:
                 .materialize()
             )
             n_in = ds.count()
-            table = collect(teacher.score(ds), schema)
+            table = collect(score_dataset(teacher, ds), schema)
         if table.num_rows != n_in:
             raise StageError(f"shard {k}: teacher returned {table.num_rows} rows for {n_in}")
         check_scores(table, tuple(teacher.columns))

@@ -14,7 +14,7 @@ from raykd.config import JobConfig, TrainerSection
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
 from raykd.models import resolve_model
-from raykd.ray_errors import unwrap_ray_error
+from raykd.on_ray.errors import unwrap_ray_error
 from raykd.stages.pipeline import StageContext, StageResult
 from raykd.training.loop import loop_config, train_loop_per_worker, trainer_section
 from raykd.tuning.report import DEV_STUDENT_TASK, tune_callbacks

@@ -70,7 +70,7 @@ def max_concurrent(resources: dict[str, float], train: TrainSection) -> int:
 def _trial(config: dict[str, Any], base: dict[str, Any], base_uri: str, dev_set: str) -> None:
     from ray import tune
 
-    from raykd.ray_errors import unwrap_ray_error
+    from raykd.on_ray.errors import unwrap_ray_error
 
     cfg = validate(base, "tune base")
     base_run = RunDir.open(base_uri)

@@ -1,12 +1,13 @@
 """The teacher interface: how a teacher kind plugs into the ``score`` stage.
 
-The score stage (``raykd.stages.score``) reads ``examples/``, joins the query text by qid,
-splits the rows into shards by qid hash (every row of a query lands in the same shard) and, for each
-shard not yet scored, calls ``teacher.score(ds)`` on a Ray Dataset with columns
+A teacher is a description of a scoring job, not the job: this package never imports Ray. The
+score stage (``raykd.stages.score``) reads ``examples/``, joins the query text by qid, splits the
+rows into shards by qid hash (every row of a query lands in the same shard) and, for each shard
+not yet scored, runs the teacher on Ray Data (``raykd.on_ray.scoring.score_dataset``) over rows
 
     qid, eid, kind, query, text            (strings; ``text`` is the example passage/dark text)
 
-and expects back a Dataset with exactly one row per input row and columns
+and expects back exactly one row per input row with
 
     qid, eid, kind, score                  (``score`` float32, the raw teacher score)
     + score_<name> for each name in ``teacher.columns``   (float32, e.g. ensemble members)
@@ -18,43 +19,38 @@ Adding a kind
 Register a builder for the ``teacher.kind`` value::
 
     @register_teacher("bm25")
-    def build_bm25(cfg: TeacherConfig, env: TeacherEnv) -> Teacher: ...
+    def build_bm25(cfg: TeacherConfig, env: TeacherEnv) -> ScorerSpec: ...
 
 ``cfg`` is the ``TeacherSection`` (top-level teacher) or a ``TeacherMember`` (inside an ensemble);
 read only the fields both share or check ``isinstance``; the run-time knobs a member lacks
-(``batch_size``, ``dtype``, ``num_gpus_per_actor``, ``min_actors``/``max_actors``,
-``torch_threads``, ``max_query_length``/``max_passage_length``) come from ``env.job.teacher``.
-``env`` carries the run directory (e.g. ``env.run.uri_of("corpus")`` for BM25 statistics) and the
-whole job config. The registry imports ``raykd.teacher.<kind>`` lazily (see ``KIND_MODULES``),
-so the module only has to exist and call ``register_teacher`` at import time.
+(``teacher.actors``, ``max_query_length``/``max_passage_length``, ``bucket_rows``) come from
+``env.job.teacher``. ``env`` carries the run directory (e.g. ``env.run.uri_of("corpus")`` for
+BM25 statistics) and the whole job config. The registry imports ``raykd.teacher.<kind>`` lazily
+(see ``KIND_MODULES``), so the module only has to exist and call ``register_teacher`` on import.
 
-A builder returns a ``Teacher``: anything with ``score(ds) -> ds`` and ``columns``. Two shapes:
+A builder returns a ``ScorerSpec``: a CPU pre-stage plus a pool of scoring actors, which
+``raykd.on_ray.scoring.score_examples`` applies as
 
-* ``ScorerSpec`` (the usual case): a CPU pre-stage plus a pool of scoring actors.
-  ``score_job.score_examples`` applies it as
+    ds.map_batches(prestage, fn_kwargs=prestage_kwargs, batch_size=prestage_batch_size)  # tasks
+      .map_batches(actor_cls, fn_constructor_kwargs=actor_kwargs | shared, batch_size=...,
+                   num_gpus=actors.num_gpus, num_cpus=num_cpus,
+                   compute=ActorPoolStrategy(min_size=actors.min_actors, ...))
 
-      ds.map_batches(prestage, fn_kwargs=prestage_kwargs, batch_size=prestage_batch_size)  # tasks
-        .map_batches(actor_cls, fn_constructor_kwargs=actor_kwargs, batch_size=batch_size,
-                     num_gpus=num_gpus, num_cpus=num_cpus,
-                     compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
-                     max_restarts=-1, max_task_retries=-1)
+- ``prestage(batch: dict[str, np.ndarray], **prestage_kwargs) -> dict[str, np.ndarray]`` runs as
+  stateless tasks on CPU (tokenisation). It receives the columns above and may add any columns
+  (token ids as object arrays of int arrays, lengths, ...). Heavy state (a tokenizer) should be
+  cached per worker process (``functools.lru_cache`` on a loader). To bucket by length, return
+  the rows of the batch sorted by length: the actor stage cuts its batches from contiguous rows,
+  so each batch then holds texts of similar length (pad per batch to the batch's max).
+- ``actor_cls(**actor_kwargs, **shared)`` is constructed once per actor (load the model there);
+  ``actor_cls.__call__(batch) -> dict`` receives the pre-stage's columns and returns
+  ``qid, eid, kind, score`` (+ ``score_<name>`` columns). Use ``torch.inference_mode()``.
+  ``shared`` holds large values every actor needs (BM25's corpus statistics): they are placed
+  in Ray's object store once rather than shipped with each actor.
+- Both must be picklable (module-level function/class; kwargs of plain values).
 
-  - ``prestage(batch: dict[str, np.ndarray], **prestage_kwargs) -> dict[str, np.ndarray]`` runs as
-    stateless Ray tasks on CPU (tokenisation). It receives the columns above and may add any
-    columns (token ids as object arrays of int arrays, lengths, ...). Heavy state (a tokenizer)
-    should be cached per worker process (``functools.lru_cache`` on a loader). To bucket by length,
-    return the rows of the batch sorted by length: the actor stage cuts its batches from contiguous
-    rows, so each batch then holds texts of similar length (pad per batch to the batch's max).
-  - ``actor_cls(**actor_kwargs)`` is constructed once per actor (load the model there);
-    ``actor_cls.__call__(batch) -> dict`` receives the pre-stage's columns and returns
-    ``qid, eid, kind, score`` (+ ``score_<name>`` columns). Use ``torch.inference_mode()``.
-  - Both must be picklable (module-level function/class; kwargs of plain values).
-
-* Any other object with ``score(ds) -> ds`` and ``columns`` (an ensemble): it may build its
-  members with ``build_teacher(member_cfg, env)``, score the same input with each
-  (``member.score(ds)``), and combine per query. A shard holds every row of its queries, so
-  per-query normalisation may materialise the shard (shards are sized by
-  ``teacher.shard_rows``) and combine in NumPy/pandas, then return ``ray.data.from_arrow(...)``.
+The ``ensemble`` kind returns an ``EnsembleTeacher`` instead (``raykd.teacher.ensemble``): its
+members' ScorerSpecs and the per-query combination of their scores.
 """
 
 from __future__ import annotations
@@ -62,13 +58,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
+
+from raykd.config import ActorPoolSpec
 
 if TYPE_CHECKING:
-    import ray.data
-
     from raykd.config import JobConfig, TeacherMember, TeacherSection
     from raykd.run_dir import RunDir
+    from raykd.teacher.ensemble import EnsembleTeacher
 
     TeacherConfig = TeacherSection | TeacherMember
 
@@ -96,41 +93,26 @@ class TeacherEnv:
         return resolve_model(model)
 
 
-@runtime_checkable
-class Teacher(Protocol):
-    """What scores examples: ``score`` maps a Ray Dataset of (query, passage) rows to one with a
-    float32 ``score`` column (and ``score_<name>`` columns).
-    """
-
-    columns: tuple[str, ...]  # extra float32 output columns are named score_<name>
-
-    def score(self, ds: ray.data.Dataset) -> ray.data.Dataset: ...
-
-
 @dataclass(frozen=True)
 class ScorerSpec:
     """One scorer applied as CPU pre-stage tasks + an autoscaling pool of scoring actors."""
 
     name: str  # for logs
     actor_cls: type
+    actors: ActorPoolSpec  # batch size, GPUs and autoscaling bounds of the actor pool
     actor_kwargs: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 64
-    num_gpus: float = 0.0
+    shared: dict[str, Any] = field(default_factory=dict)  # large actor kwargs, sent once
     num_cpus: float | None = None  # per actor; None: Ray Data's default (1 CPU)
-    min_actors: int = 1
-    max_actors: int = 1
     prestage: Callable[..., dict[str, Any]] | None = None
     prestage_kwargs: dict[str, Any] = field(default_factory=dict)
     prestage_batch_size: int = 2048  # also the length-bucketing window
     columns: tuple[str, ...] = ()
 
-    def score(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        from raykd.teacher.score_job import score_examples
 
-        return score_examples(ds, self)
+if TYPE_CHECKING:
+    Teacher = ScorerSpec | EnsembleTeacher
 
-
-Builder = Callable[["TeacherConfig", TeacherEnv], Teacher]
+Builder = Callable[["TeacherConfig", TeacherEnv], "Teacher"]
 
 _REGISTRY: dict[str, Builder] = {}
 

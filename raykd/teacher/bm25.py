@@ -174,13 +174,10 @@ class Bm25Scorer:
 
 
 class Bm25Actor:
-    """Ray Data actor: BM25 scores of a batch of (query, text) rows on CPU."""
+    """Scoring actor: BM25 scores of a batch of (query, text) rows on CPU."""
 
-    def __init__(self, stats: list, k1: float, b: float) -> None:
-        import ray
-
-        # The ObjectRef travels inside a list so that Ray hands it over unresolved.
-        self.scorer = Bm25Scorer(ray.get(stats[0]), k1, b)
+    def __init__(self, stats: CorpusStats, k1: float, b: float) -> None:
+        self.scorer = Bm25Scorer(stats, k1, b)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
@@ -193,14 +190,14 @@ class Bm25Actor:
 
 @register_teacher("bm25")
 def build_bm25(cfg, env: TeacherEnv) -> ScorerSpec:
-    """BM25 with the run's ``corpus/`` statistics, counted once here and shared via ``ray.put``."""
+    """BM25 (``cfg.bm25``) with the run's ``corpus/`` statistics, counted once here and shared
+    by the actors (``ScorerSpec.shared``)."""
     import time
 
-    import ray
-
     start = time.perf_counter()
+    spec = cfg.bm25
     stats = corpus_stats_from_parquet(
-        env.run.path("corpus"), env.run.fs, stopwords=cfg.stopwords, stemmer=cfg.stemmer
+        env.run.path("corpus"), env.run.fs, stopwords=spec.stopwords, stemmer=spec.stemmer
     )
     wall = time.perf_counter() - start
     log.info(
@@ -210,13 +207,11 @@ def build_bm25(cfg, env: TeacherEnv) -> ScorerSpec:
         stats.avgdl,
         stats.n_docs / max(wall, 1e-9),
     )
-    t = env.job.teacher
     return ScorerSpec(
         name="bm25",
         actor_cls=Bm25Actor,
-        actor_kwargs={"stats": [ray.put(stats)], "k1": cfg.k1, "b": cfg.b},
-        batch_size=t.batch_size,
+        actors=env.job.teacher.actors,
+        actor_kwargs={"k1": spec.k1, "b": spec.b},
+        shared={"stats": stats},
         num_cpus=1,
-        min_actors=t.min_actors,
-        max_actors=t.max_actors,
     )

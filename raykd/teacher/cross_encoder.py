@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from raykd.config import ActorPoolSpec
 from raykd.teacher.base import ScorerSpec, TeacherEnv, register_teacher
 from raykd.teacher.tokenize import load_tokenizer, pad, tokenize_batch
 
@@ -63,38 +64,36 @@ class CrossEncoderScorer:
 
 def cross_encoder_spec(
     model: str,
+    actors: ActorPoolSpec,
     *,
-    batch_size: int,
     max_query_length: int | None,
     max_passage_length: int,
-    dtype: str = "fp32",
-    num_gpus: float = 0.0,
-    min_actors: int = 1,
-    max_actors: int = 1,
-    torch_threads: int | None = None,
     bucket_rows: int = 2048,
     name: str = "cross_encoder",
 ) -> ScorerSpec:
-    """The scoring job for a local model dir: tokenise in CPU tasks, score in an actor pool."""
+    """The scoring job for a local model dir: tokenise in CPU tasks, score in an actor pool.
+
+    Pairs are tokenised as (query, passage) with ``max_query_length`` query tokens (None: the
+    pair truncated jointly, longest first) and ``max_passage_length`` tokens in all; rows are
+    sorted by length within windows of ``bucket_rows``.
+    """
     tokenizer = load_tokenizer(model)
     if tokenizer.pad_token_id is None:
         raise ValueError(f"{model}: tokenizer has no pad token")
     actor_kwargs: dict[str, Any] = {
         "model": model,
         "pad_id": int(tokenizer.pad_token_id),
-        "dtype": dtype,
-        "torch_threads": torch_threads,
+        "dtype": actors.dtype,
+        "torch_threads": actors.torch_threads,
     }
     return ScorerSpec(
         name=name,
         actor_cls=CrossEncoderScorer,
+        actors=actors,
         actor_kwargs=actor_kwargs,
-        batch_size=batch_size,
-        num_gpus=num_gpus,
-        # A CPU actor reserves the threads it uses, so Ray packs no more actors than cores.
-        num_cpus=None if num_gpus else float(torch_threads or 1),
-        min_actors=min_actors,
-        max_actors=max_actors,
+        # A CPU actor reserves the threads it uses, so Ray packs no more actors than cores (the
+        # pre-stage's output is materialised first, so no read waits for a core).
+        num_cpus=None if actors.num_gpus else float(actors.torch_threads or 1),
         prestage=tokenize_batch,
         prestage_kwargs={
             "tokenizer": model,
@@ -113,13 +112,8 @@ def build_cross_encoder(cfg: Any, env: TeacherEnv) -> ScorerSpec:
     t = env.job.teacher  # run-time knobs live on the section, also for ensemble members
     return cross_encoder_spec(
         env.model_ref(cfg.model),
-        batch_size=t.batch_size,
+        t.actors,
         max_query_length=t.max_query_length,
         max_passage_length=t.max_passage_length,
-        dtype=t.dtype,
-        num_gpus=t.num_gpus_per_actor,
-        min_actors=t.min_actors,
-        max_actors=t.max_actors,
-        torch_threads=t.torch_threads,
         bucket_rows=t.bucket_rows,
     )

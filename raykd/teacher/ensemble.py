@@ -12,19 +12,16 @@ so reports can show each teacher; ``score`` holds the combination.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
-from raykd.teacher.base import Teacher, TeacherEnv, build_teacher, register_teacher
+from raykd.teacher.base import ScorerSpec, TeacherEnv, build_teacher, register_teacher
 from raykd.teacher.normalize import Method, normalize_per_query
 
 # Kinds whose scores define a query's normalisation: the positives and the pool negatives (an
 # eval rerank pool has none of these kinds, so all its rows count).
 REFERENCE_KINDS = ("pos", "neg")
-
-if TYPE_CHECKING:
-    import ray.data
 
 
 def member_column(index: int, kind: str) -> str:
@@ -67,31 +64,28 @@ def combine(
 
 
 class EnsembleTeacher:
-    """Scores the input with each member in turn, then combines per query.
+    """The members' scorers and their per-query combination.
 
-    The score stage hands over a shard that holds every row of its queries, so the members'
-    outputs are materialised (one shard, ``teacher.shard_rows`` rows at most), joined on
-    (qid, eid) and combined in NumPy.
+    ``raykd.on_ray.scoring`` scores a shard, which holds every row of its queries, with each
+    member in turn and hands the members' tables to ``combine_tables``.
     """
 
-    def __init__(self, members: list[tuple[str, float, Teacher]], method: Method) -> None:
-        self.members = members
+    def __init__(self, members: list[tuple[str, float, ScorerSpec]], method: Method) -> None:
+        self.members = members  # (scores-table column, weight, scorer)
         self.method = method
         # The stage adds the "score_" prefix: score_<i>_<kind>.
         self.columns = tuple(name.removeprefix("score_") for name, _, _ in members)
 
-    def score(self, ds: ray.data.Dataset) -> ray.data.Dataset:
-        import pyarrow as pa
-        import ray
-
-        ds = ds.materialize()
-        n = ds.count()
+    def combine_tables(self, tables: Sequence[pa.Table]) -> pa.Table:
+        """One table of ``qid, eid, kind, score`` + each member's raw score column from the
+        members' outputs (``qid, eid, kind, score`` [N] each, in ``members`` order, the same
+        (qid, eid) rows in any order)."""
+        n = tables[0].num_rows
         joined: pa.Table | None = None
-        for name, _, teacher in self.members:
-            out = teacher.score(ds).select_columns(["qid", "eid", "kind", "score"])
-            table = pa.concat_tables(ray.get(out.to_arrow_refs()))
+        for (name, _, _), table in zip(self.members, tables, strict=True):
             if table.num_rows != n:
                 raise RuntimeError(f"ensemble member {name}: {table.num_rows} rows for {n}")
+            table = table.select(["qid", "eid", "kind", "score"])
             table = table.rename_columns(["qid", "eid", "kind", name])
             if joined is None:
                 joined = table
@@ -114,7 +108,7 @@ class EnsembleTeacher:
         )
         for name, _, _ in self.members:
             table = table.append_column(name, joined.column(name).cast(pa.float32()))
-        return ray.data.from_arrow(table)
+        return table
 
 
 @register_teacher("ensemble")
@@ -124,8 +118,9 @@ def build_ensemble(cfg, env: TeacherEnv) -> EnsembleTeacher:
     """
     if not getattr(cfg, "members", None):
         raise ValueError("teacher.kind 'ensemble' needs teacher.members")
-    members = [
-        (member_column(i, m.kind), m.weight, build_teacher(m, env))
-        for i, m in enumerate(cfg.members)
-    ]
+    members = []
+    for i, m in enumerate(cfg.members):
+        scorer = build_teacher(m, env)
+        assert isinstance(scorer, ScorerSpec)  # a member's kind is never "ensemble"
+        members.append((member_column(i, m.kind), m.weight, scorer))
     return EnsembleTeacher(members, cfg.normalization)

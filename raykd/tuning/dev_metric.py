@@ -106,7 +106,7 @@ def write_dev_set(cfg: JobConfig, run: RunDir) -> str:
     from raykd.data.passages import passage_texts
     from raykd.mining.bm25 import BM25Retriever
 
-    split, tu, m = cfg.data.splits.eval, cfg.tune, cfg.mining
+    split, tu = cfg.data.splits.eval, cfg.tune
     params = {
         "split": split,
         "queries": tu.dev_queries,
@@ -133,7 +133,7 @@ def write_dev_set(cfg: JobConfig, run: RunDir) -> str:
         raise InputError(run.uri_of(f"qrels/{split}"), "no judged query to build a dev set from")
     rng = np.random.default_rng(tu.seed)
     picked = sorted(rng.choice(judged, size=min(tu.dev_queries, len(judged)), replace=False))
-    bm25 = BM25Retriever.for_run(run, m)
+    bm25 = BM25Retriever.for_run(run, cfg.mining.bm25)
     ranked, _ = bm25.retrieve([texts[q] for q in picked], tu.dev_depth)
     wanted = sorted({p for pids in ranked for p in pids})
     corpus = _table(run, "corpus", ["pid", "title", "text"], pc.field("pid").isin(wanted))

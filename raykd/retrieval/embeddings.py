@@ -1,9 +1,9 @@
-"""Corpus encoding on Ray Data, and reading the embeddings back one shard at a time.
+"""Corpus embeddings: the encoding actor, and reading the embeddings back one shard at a time.
 
-``encode_corpus`` streams a prepared corpus (Parquet with ``pid``, ``title``, ``text``) through a
-pool of ``TextEncoder`` actors and writes Parquet shards of ``pid`` (string) and ``embedding``
-(``fixed_size_list<float32>[dim]``) to a fresh folder. Passages are encoded as
-``passage_text(title, text)``, the one convention every stage uses.
+``EncodeBatch`` turns an Arrow batch of a prepared corpus (``pid``, ``title``, ``text``) into one
+of ``pid`` (string) and ``embedding`` (``fixed_size_list<float32>[dim]``); passages are encoded as
+``passage_text(title, text)``, the one convention every stage uses. ``raykd.on_ray.encoding``
+runs it in a Ray Data actor pool and writes the batches as Parquet shards.
 
 ``iter_embedding_shards`` yields ``(pids, float32 [n, dim])`` per file in file-name order, which
 is what ``raykd.retrieval.index.build_index`` adds shard by shard; collect the pids in the same
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,7 +28,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
 
 from raykd.data.files import filesystem
 from raykd.data.passages import passage_texts
@@ -37,8 +35,8 @@ from raykd.data.passages import passage_texts
 log = logging.getLogger(__name__)
 
 
-class _EncodeBatch:
-    """Ray Data callable class: one ``TextEncoder`` per actor, Arrow batches in and out."""
+class EncodeBatch:
+    """One ``TextEncoder`` per actor: Arrow batches of passages in, of embeddings out."""
 
     def __init__(
         self,
@@ -63,6 +61,7 @@ class _EncodeBatch:
         self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """``pid``, ``title``, ``text`` [n] -> ``pid`` [n], ``embedding`` float32 [n, dim]."""
         texts = passage_texts(batch)
         vecs = self.encoder.encode(texts, batch_size=self.batch_size)
         emb = pa.FixedSizeListArray.from_arrays(
@@ -71,51 +70,9 @@ class _EncodeBatch:
         return pa.table({"pid": batch.column("pid"), "embedding": emb})
 
 
-def encode_corpus(
-    corpus_uri: str,
-    out_uri: str,
-    *,
-    model: str,
-    pooling: str = "mean",
-    normalize: bool = True,
-    max_length: int = 256,
-    batch_size: int = 256,
-    use_gpu: bool = False,
-    dtype: str = "fp32",
-    min_actors: int = 1,
-    max_actors: int = 1,
-    torch_threads: int | None = None,
-) -> int:
-    """Encode every passage of ``corpus_uri`` into Parquet shards under ``out_uri``.
-
-    ``out_uri`` must be a fresh folder (Ray Data appends to existing ones). ``batch_size`` is
-    the rows per actor call and per forward pass; each actor takes one GPU when ``use_gpu``,
-    else one CPU of Ray's and ``torch_threads`` torch threads (Ray's default for it: one).
-    Returns the number of passages written.
-    """
-    start = time.perf_counter()
-    ds = ray.data.read_parquet(corpus_uri).select_columns(["pid", "title", "text"])
-    ds = ds.map_batches(
-        _EncodeBatch,
-        fn_constructor_kwargs={
-            "model": model,
-            "pooling": pooling,
-            "normalize": normalize,
-            "max_length": max_length,
-            "dtype": dtype,
-            "batch_size": batch_size,
-            "torch_threads": torch_threads,
-        },
-        batch_size=int(batch_size),
-        batch_format="pyarrow",
-        num_gpus=1 if use_gpu else 0,
-        compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
-    )
-    ds.write_parquet(out_uri)
-    n = _open(out_uri).count_rows()
-    wall = time.perf_counter() - start
-    log.info("encoded %d passages in %.1f s (%.1f passages/s)", n, wall, n / max(wall, 1e-9))
-    return n
+def count_embeddings(uri: str) -> int:
+    """Rows of the embedding shards under ``uri``."""
+    return _open(uri).count_rows()
 
 
 def _open(uri: str) -> pads.Dataset:

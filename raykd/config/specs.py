@@ -1,0 +1,117 @@
+"""The shared sub-models of the config sections: the strict base, and the specs that several
+sections hold whole (an index, BM25, an encoder, an actor pool, a distillation loss)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IndexType = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
+
+
+class IndexSpec(BaseModel):
+    """Which FAISS index to build and how to search it (inner product throughout)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: IndexType = "flat"
+    nlist: int = Field(1024, ge=1)
+    nprobe: int = Field(32, ge=1)
+    pq_m: int = Field(16, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    hnsw_m: int = Field(32, ge=2)
+    ef_construction: int = Field(200, ge=1)
+    ef_search: int = Field(128, ge=1)
+    use_gpu: bool = False
+
+    def factory_string(self) -> str:
+        if self.type == "flat":
+            return "Flat"
+        if self.type == "ivf_flat":
+            return f"IVF{self.nlist},Flat"
+        if self.type == "ivf_pq":
+            return f"IVF{self.nlist},PQ{self.pq_m}x{self.pq_nbits}"
+        return f"HNSW{self.hnsw_m},Flat"
+
+    def min_train_size(self) -> int:
+        """Training vectors FAISS needs: one per IVF centroid, and one per PQ code for PQ."""
+        if self.type == "ivf_flat":
+            return self.nlist
+        if self.type == "ivf_pq":
+            return max(self.nlist, 2**self.pq_nbits)
+        return 0
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Bm25Spec(Section):
+    """Okapi BM25 as bm25s computes it (method "lucene"), with its tokenisation."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    stopwords: str | None = "en"
+    stemmer: str | None = Field(
+        None, description="PyStemmer language (e.g. 'english'); None: no stemming, as bm25s."
+    )
+
+
+class EncoderSpec(Section):
+    """A bi-encoder: the model, how token states pool into a vector, and the token budget."""
+
+    model: str | None = Field(None, description="HF id, local dir or python:<package>.")
+    pooling: Literal["cls", "mean"] = "mean"
+    normalize: bool = True
+    max_length: int = Field(256, ge=1, description="Tokens kept, for queries and passages.")
+
+
+class ActorPoolSpec(Section):
+    """An autoscaling Ray Data pool of model actors (encoding, scoring)."""
+
+    batch_size: int = Field(256, ge=1, description="Rows per actor call and forward pass.")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per actor; 0: CPU actors; a fraction packs actors on a GPU."
+    )
+    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    # Ray pins a CPU actor to one torch thread unless told otherwise.
+    torch_threads: int | None = Field(None, ge=1, description="Torch threads per CPU actor.")
+
+
+class TeacherActors(ActorPoolSpec):
+    batch_size: int = Field(64, ge=1, description="Rows per actor call and forward pass.")
+
+
+# ADAM scales neither softmax (§3.2: smoother labels "naturally obtained (instead of scaled by
+# softmax temperature)"); student logits are student.scale * <q, p>.
+class KlLoss(Section):
+    """KL(P_t || P_s) over the candidate set (ADAM Eq. 4-5)."""
+
+    name: Literal["kl"] = "kl"
+    teacher_temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Teacher logits / T in L_kd, the build's confidence C(q) and entropies. 1: "
+        "untempered, as ADAM. Set it for teachers on another scale (a min-maxed ensemble).",
+    )
+    student_temperature: float = Field(
+        1.0, gt=0, description="Student logits / T in L_kd; the logits already carry student.scale."
+    )
+
+
+class MarginMseLoss(Section):
+    """MSE between student and teacher margins (Hofstätter et al., 2020): no temperature."""
+
+    name: Literal["margin_mse"] = "margin_mse"
+
+
+class RankNetLoss(Section):
+    """Pairwise RankNet on the teacher's order (Burges et al., 2005): no temperature."""
+
+    name: Literal["ranknet"] = "ranknet"
+
+
+KdLoss = Annotated[KlLoss | MarginMseLoss | RankNetLoss, Field(discriminator="name")]

@@ -1,0 +1,75 @@
+"""Corpus encoding on Ray Data, and dense retrieval over the encoded corpus.
+
+``encode_corpus`` streams a prepared corpus (Parquet with ``pid``, ``title``, ``text``) through an
+autoscaling pool of ``raykd.retrieval.embeddings.EncodeBatch`` actors and writes the embedding
+shards to a fresh folder; ``dense_retrieve`` then searches them with FAISS in the driver
+(``raykd.retrieval.dense_search``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import ray
+
+from raykd.config import ActorPoolSpec, IndexSpec
+from raykd.data.trec import Run
+from raykd.retrieval.dense_search import DenseModel, encode_queries, search_embeddings
+from raykd.retrieval.embeddings import EncodeBatch, count_embeddings
+
+log = logging.getLogger(__name__)
+
+
+def encode_corpus(corpus_uri: str, out_uri: str, model: DenseModel, actors: ActorPoolSpec) -> int:
+    """Encode every passage of ``corpus_uri`` with ``model``'s passage tower into Parquet shards
+    under ``out_uri``; returns the number of passages written.
+
+    ``out_uri`` must be a fresh folder (Ray Data appends to existing ones). ``actors.batch_size``
+    is the rows per actor call and per forward pass; an actor takes ``actors.num_gpus`` GPUs, or
+    on CPU one of Ray's CPUs and ``actors.torch_threads`` torch threads.
+    """
+    start = time.perf_counter()
+    ds = ray.data.read_parquet(corpus_uri).select_columns(["pid", "title", "text"])
+    ds = ds.map_batches(
+        EncodeBatch,
+        fn_constructor_kwargs={
+            "model": model.model,
+            "pooling": model.pooling,
+            "normalize": model.normalize,
+            "max_length": model.passage_max_length,
+            "dtype": actors.dtype,
+            "batch_size": actors.batch_size,
+            "torch_threads": actors.torch_threads,
+        },
+        batch_size=actors.batch_size,
+        batch_format="pyarrow",
+        # One Ray CPU per CPU actor whatever its threads: reserving them all would starve the
+        # streaming reads that feed it on a small node.
+        num_gpus=actors.num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
+    )
+    ds.write_parquet(out_uri)
+    n = count_embeddings(out_uri)
+    wall = time.perf_counter() - start
+    log.info("encoded %d passages in %.1f s (%.1f passages/s)", n, wall, n / max(wall, 1e-9))
+    return n
+
+
+def dense_retrieve(
+    corpus_uri: str,
+    embeddings_uri: str,
+    qids: Sequence[str],
+    texts: Sequence[str],
+    model: DenseModel,
+    *,
+    depth: int,
+    index: IndexSpec,
+    actors: ActorPoolSpec,
+) -> Run:
+    """Encode the corpus into ``embeddings_uri`` (a fresh folder), then return each query's top
+    ``depth`` passages by inner product (``qids`` [n] and their ``texts`` [n])."""
+    encode_corpus(corpus_uri, embeddings_uri, model, actors)
+    query_vecs = encode_queries(model, texts, actors.batch_size, actors.dtype)
+    return search_embeddings(embeddings_uri, qids, query_vecs, depth, index)
