@@ -16,6 +16,9 @@ DEMO_MODELS = ("teacher", "student", "tokenizer")
 
 
 def resolve_model(ref: str) -> str:
+    """A loadable model reference: ``demo:<name>`` -> the demo model's folder (generated once),
+    ``python:<package>`` -> the folder a model package ships (``get_model_path()`` or
+    ``MODEL_DIR``), anything else (an HF id, a local folder) as given."""
     if ref.startswith("demo:"):
         return _demo_model(ref.removeprefix("demo:"))
     if not ref.startswith("python:"):

@@ -30,6 +30,10 @@ STAGING = ".staging"
 
 @dataclass(frozen=True)
 class RunDir:
+    """A run directory on any pyarrow filesystem (local, s3://, gs://): stage outputs, manifests,
+    a staging area whose folders commit by rename, and the inherited outputs of a base run (a
+    Tune trial reads the sweep's scores)."""
+
     fs: pafs.FileSystem
     root: str  # path inside ``fs``
     uri: str  # as the user gave it; Ray Data accepts it directly

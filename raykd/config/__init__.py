@@ -128,6 +128,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
+    """The JobConfig of a raw dict; a ConfigError naming ``source`` and each bad dotted path."""
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as err:
@@ -160,6 +161,7 @@ def load_config(
 
 
 def dump_yaml(cfg: JobConfig) -> str:
+    """The whole config as YAML, every default spelled out (what a run dir's job.yaml holds)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 

@@ -20,6 +20,8 @@ from raykd.config.specs import (
 
 
 class RaySection(Section):
+    """The Ray cluster to join, or the local Ray to start."""
+
     address: str | None = Field(
         None,
         description="Cluster to join ('auto', 'ray://...'); RAY_ADDRESS also works. "
@@ -30,11 +32,15 @@ class RaySection(Section):
 
 
 class Splits(Section):
+    """Which qrels split trains and which evaluates."""
+
     train: str = "train"
     eval: str = "dev"
 
 
 class DataSection(Section):
+    """The collection: its layout, location, splits and query caps (the prepare stage)."""
+
     format: Literal["beir", "msmarco", "parquet", "demo"] = Field(
         "beir", description="Input layout; 'demo' generates the built-in collection."
     )
@@ -48,6 +54,8 @@ class DataSection(Section):
 
 
 class MiningSection(Section):
+    """The training pool per query: which sources, how deep (the mine stage)."""
+
     sources: list[Literal["bm25", "dense", "file", "random"]] = ["bm25", "random"]
     depth: int = Field(100, ge=1, description="Retriever top-k per source (bm25, dense).")
     n_random: int = Field(100, ge=0, description="Uniform random passages per query.")
@@ -63,6 +71,8 @@ class MiningSection(Section):
 
 
 class TeacherMember(Section):
+    """One member of an ensemble teacher: its kind, weight and that kind's settings."""
+
     kind: Literal["cross_encoder", "bi_encoder", "bm25"]
     weight: float = 1.0
     model: str | None = None
@@ -123,12 +133,16 @@ class TrainerSection(Section):
 
 
 class TeacherTrainSection(TrainerSection):
+    """Fine-tuning of the cross-encoder teacher (the teacher-train stage)."""
+
     batch_size: int = Field(16, ge=1, description="Global batch (queries) per step.")
     num_to_keep: int = Field(1, ge=1)
     n_negatives: int = Field(7, ge=1, description="Pool negatives per training query.")
 
 
 class TeacherSection(Section):
+    """The teacher that scores every example (the score stage, and the eval's rerank)."""
+
     kind: Literal["cross_encoder", "bi_encoder", "bm25", "ensemble"] = "cross_encoder"
     model: str | None = Field(None, description="HF id or local dir (cross/bi-encoder).")
     pooling: Literal["cls", "mean"] = "mean"
@@ -156,6 +170,8 @@ class TeacherSection(Section):
 
 
 class AugmentSection(Section):
+    """Dark examples: reinforced negatives and masked positives (ADAM §3.3; the augment stage)."""
+
     n_rein: int = Field(
         20, ge=0, description="Reinforced negatives per positive (>= the largest m); 0: none."
     )
@@ -187,6 +203,8 @@ class AugmentSection(Section):
 
 
 class StudentSection(Section):
+    """The dual-encoder student: its init, pooling, score scale and token budgets."""
+
     model: str | None = Field(None, description="HF id or local dir of the student init.")
     pooling: Literal["cls", "mean"] = "mean"
     normalize: bool = True
@@ -202,6 +220,8 @@ class StudentSection(Section):
 
 
 class CandidatesSection(Section):
+    """How each query's candidate set is drawn from its scored pool (the build stage)."""
+
     strategy: Literal["random", "topk", "stratified", "dark"] = "stratified"
     m: int = Field(10, ge=1, description="Negatives per query (ADAM §4.3: 10).")
     n_strata: int = Field(5, ge=1)
@@ -232,6 +252,8 @@ class CandidatesSection(Section):
 
 
 class TrainSection(TrainerSection):
+    """The student's training: the loop's settings and the objective (ADAM Eq. 9)."""
+
     lambda_sup: float = Field(0.01, ge=0)
     objective: Literal["kd_sup", "kd", "sup"] = Field(
         "kd_sup",
@@ -266,6 +288,8 @@ class TrainSection(TrainerSection):
 
 
 class EvalSection(Section):
+    """Which systems are evaluated, how deep, on which measures (the eval stage)."""
+
     depth: int = 1000
     measures: list[str] = ["RR@10", "nDCG@10", "R@50", "R@100", "R@1000"]
     rel_threshold: int = 1
@@ -297,6 +321,8 @@ class EvalSection(Section):
 
 
 class TuneSection(Section):
+    """A Ray Tune sweep: the metric, the search, ASHA and the per-epoch dev set."""
+
     metric: str = "nDCG@10"
     mode: Literal["max", "min"] = "max"
     num_samples: int = 8
@@ -319,6 +345,8 @@ class TuneSection(Section):
 
 
 class JobConfig(Section):
+    """A whole job: one section per pipeline stage, validated together."""
+
     run_dir: str = Field("runs/default", description="Local path or s3:// / gs:// URI.")
     ray: RaySection = RaySection()
     data: DataSection = DataSection()

@@ -44,6 +44,8 @@ class IndexSpec(BaseModel):
 
 
 class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -82,6 +84,8 @@ class ActorPoolSpec(Section):
 
 
 class TeacherActors(ActorPoolSpec):
+    """The teacher's scoring pool: as ActorPoolSpec, with smaller batches (cross-encoders)."""
+
     batch_size: int = Field(64, ge=1, description="Rows per actor call and forward pass.")
 
 

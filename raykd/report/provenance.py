@@ -16,6 +16,8 @@ MODEL_KEYS = ("model", "tokenizer")
 
 @dataclass
 class StageRecord:
+    """One committed stage of a run (or a nested trial run), from its manifest."""
+
     run: str  # "." or the nested run's folder
     stage: str
     fingerprint: str
@@ -28,6 +30,8 @@ class StageRecord:
 
 @dataclass
 class Provenance:
+    """What a report's results came from: stages, models, data files, package versions."""
+
     stages: list[StageRecord]
     models: dict[str, str]  # dotted config path -> model reference
     data_files: dict[str, Any]  # prepare's inputs.files (paths -> hashes)
