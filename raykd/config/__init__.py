@@ -12,6 +12,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from raykd.config.messages import format_errors, key_lines
 from raykd.config.sections import (
     AugmentSection,
     CandidatesSection,
@@ -78,38 +79,8 @@ class ConfigError(ValueError):
     """A job config that does not validate; the message names each dotted path and reason."""
 
 
-# Keys that moved, so an old job file's error says where to.
-MOVED = {
-    "train.teacher_temperature": "train.loss.teacher_temperature (with train.loss.name kl)",
-    "train.student_temperature": "train.loss.student_temperature (with train.loss.name kl)",
-    **{f"mining.bm25_{k}": f"mining.bm25.{k}" for k in ("k1", "b", "stopwords", "stemmer")},
-    **{f"mining.dense_{k}": f"mining.dense.{k}" for k in ("model", "pooling", "normalize")},
-    "mining.dense_max_length": "mining.dense.max_length",
-    **{f"teacher.{k}": f"teacher.bm25.{k}" for k in ("k1", "b", "stopwords", "stemmer")},
-    **{
-        f"{s}.{k}": f"{s}.actors.{k}"
-        for s in ("mining", "teacher", "eval")
-        for k in ("batch_size", "dtype", "min_actors", "max_actors", "torch_threads")
-    },
-    "mining.use_gpu": "mining.actors.num_gpus",
-    "eval.use_gpu": "eval.actors.num_gpus",
-    "teacher.num_gpus_per_actor": "teacher.actors.num_gpus",
-}
-
-
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config ({source}):"]
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        reason = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        if path in MOVED:
-            reason += f"; it is now {MOVED[path]}"
-        lines.append(f"  {path}: {reason.removeprefix('Value error, ')}")
-    return "\n".join(lines)
-
-
-def apply_override(raw: dict[str, Any], assignment: str) -> None:
-    """Apply ``a.b.c=value`` to a raw config dict; the value is parsed as YAML."""
+def apply_override(raw: dict[str, Any], assignment: str) -> str:
+    """Apply ``a.b.c=value`` to a raw config dict (the value parsed as YAML); returns the path."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected dotted.path=value")
     dotted, value = assignment.split("=", 1)
@@ -124,15 +95,25 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML: {err}") from None
+    return ".".join(parts)
 
 
-def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
-    """The JobConfig of a raw dict; a ConfigError naming ``source`` and each bad dotted path."""
+def validate(
+    raw: dict[str, Any],
+    source: str = "<dict>",
+    lines: dict[tuple[str, ...], int] | None = None,
+    overridden: frozenset[str] = frozenset(),
+) -> JobConfig:
+    """The JobConfig of a raw dict; a ConfigError naming ``source`` and each bad dotted path,
+    with its line in ``source`` (``lines``, from ``key_lines``) or the ``--set`` that gave it."""
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_errors(err, source, lines or {}, overridden)) from None
 
 
 def load_config(
@@ -141,6 +122,7 @@ def load_config(
     """Load a job YAML, apply ``--set`` overrides and ``--run-dir``, then validate."""
     raw: dict[str, Any] = {}
     source = "<defaults>"
+    lines: dict[tuple[str, ...], int] = {}
     if path is not None:
         source = str(path)
         try:
@@ -148,16 +130,20 @@ def load_config(
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.safe_load(text)
+            lines = key_lines(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if raw is None:
+            raise ConfigError(f"{path}: the config file is empty (see jobs/ for examples)")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
+    overridden = set()
     for assignment in overrides or []:
-        apply_override(raw, assignment)
+        overridden.add(apply_override(raw, assignment))
     if run_dir is not None:
         raw["run_dir"] = run_dir
-    return validate(raw, source)
+    return validate(raw, source, lines, frozenset(overridden))
 
 
 def dump_yaml(cfg: JobConfig) -> str:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from raykd.config.checks import cross_section_errors
 from raykd.config.specs import (
     ActorPoolSpec,
     Bm25Spec,
@@ -15,6 +16,7 @@ from raykd.config.specs import (
     KdLoss,
     KlLoss,
     Section,
+    Seed,
     TeacherActors,
 )
 
@@ -50,13 +52,15 @@ class DataSection(Section):
         None, ge=1, description="Cap on training queries (a seeded subset), for small runs."
     )
     max_eval_queries: int | None = Field(None, ge=1, description="Cap on eval queries.")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class MiningSection(Section):
     """The training pool per query: which sources, how deep (the mine stage)."""
 
-    sources: list[Literal["bm25", "dense", "file", "random"]] = ["bm25", "random"]
+    sources: list[Literal["bm25", "dense", "file", "random"]] = Field(
+        ["bm25", "random"], min_length=1, description="Pool sources, merged per query."
+    )
     depth: int = Field(100, ge=1, description="Retriever top-k per source (bm25, dense).")
     n_random: int = Field(100, ge=0, description="Uniform random passages per query.")
     bm25: Bm25Spec = Bm25Spec()
@@ -67,14 +71,14 @@ class MiningSection(Section):
     file_format: Literal["trec", "st_hard_negatives"] = "trec"
     index: IndexSpec = IndexSpec()
     actors: ActorPoolSpec = ActorPoolSpec()
-    seed: int = 0
+    seed: Seed = 0
 
 
 class TeacherMember(Section):
     """One member of an ensemble teacher: its kind, weight and that kind's settings."""
 
     kind: Literal["cross_encoder", "bi_encoder", "bm25"]
-    weight: float = 1.0
+    weight: float = Field(1.0, gt=0)
     model: str | None = None
     pooling: Literal["cls", "mean"] = "mean"
     normalize: bool = True
@@ -93,8 +97,8 @@ class TrainerSection(Section):
     torch_threads: int | None = Field(
         None, ge=1, description="Torch threads per CPU worker (Ray pins workers to one thread)."
     )
-    lr: float = 5e-5
-    weight_decay: float = 0.01
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(128, ge=1, description="Global batch (queries) per step.")
     shuffle_buffer: int = Field(
         0,
@@ -111,7 +115,7 @@ class TrainerSection(Section):
     grad_checkpointing: bool = False
     grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping; 0: off.")
     report_every: int = Field(10, ge=1)
-    max_failures: int = 1
+    max_failures: int = Field(1, ge=-1, description="Worker-group restarts; -1: unlimited.")
     num_to_keep: int = Field(2, ge=1)
     checkpoint_every_steps: int | None = Field(
         None, ge=1, description="Also checkpoint every N optimizer steps (default: per epoch)."
@@ -120,7 +124,7 @@ class TrainerSection(Section):
         default_factory=dict,
         description="Custom Ray resources per train worker, e.g. {on_demand: 1} (cluster.yaml).",
     )
-    seed: int = 0
+    seed: Seed = 0
 
     @property
     def use_bf16(self) -> bool:
@@ -156,7 +160,7 @@ class TeacherSection(Section):
         description="Query tokens kept; None: truncate the pair jointly to max_passage_length "
         "(longest_first, as sentence-transformers' CrossEncoder does).",
     )
-    max_passage_length: int = 128
+    max_passage_length: int = Field(128, ge=1)
     bucket_rows: int = Field(
         2048, ge=1, description="Rows sorted by token length together before batching."
     )
@@ -189,7 +193,7 @@ class AugmentSection(Section):
         description="Tokenizer for [SEP]/[MASK] (default: the teacher's, else the first neural "
         "ensemble member's, else literal [SEP]/[MASK] on whitespace words).",
     )
-    seed: int = 0
+    seed: Seed = 0
     batch_size: int = Field(1024, ge=1, description="Examples per Ray Data actor call.")
     min_actors: int = Field(1, ge=1, description="Text-attaching (tokenising) actors, min.")
     max_actors: int = Field(1, ge=1, description="Text-attaching (tokenising) actors, max.")
@@ -215,8 +219,8 @@ class StudentSection(Section):
         description="Score = scale * <q, p>: the student's logits in every loss (1/scale acts as a "
         "temperature on all of them; ADAM: 1, an unnormalised dot product).",
     )
-    max_query_length: int = 32
-    max_passage_length: int = 128
+    max_query_length: int = Field(32, ge=1)
+    max_passage_length: int = Field(128, ge=1)
 
 
 class CandidatesSection(Section):
@@ -236,7 +240,7 @@ class CandidatesSection(Section):
         "(with quantile strata, the inclusion probabilities of uniform random sampling). An "
         "empty or short stratum's quota goes to the nearest strata.",
     )
-    per_stratum: int | None = None
+    per_stratum: int | None = Field(None, ge=1)
     topk_by: Literal["teacher", "retriever"] = "teacher"
     margin: float | None = Field(None, description="Teacher-margin filter (Parry et al.).")
     n_masked: int | None = Field(
@@ -248,7 +252,7 @@ class CandidatesSection(Section):
         "random is ADAM's (§4.3).",
     )
     on_short: Literal["fail", "fill"] = "fail"
-    seed: int = 0
+    seed: Seed = 0
 
 
 class TrainSection(TrainerSection):
@@ -277,8 +281,11 @@ class TrainSection(TrainerSection):
     @field_validator("loss", mode="before")
     @classmethod
     def _loss_by_name(cls, v: Any) -> Any:
-        # ``--set train.loss=ranknet`` and tune spaces name a loss with its defaults.
-        return {"name": v} if isinstance(v, str) else v
+        # ``--set train.loss=ranknet`` and tune spaces name a loss with its defaults; settings
+        # without a name are the default loss's.
+        if isinstance(v, str):
+            return {"name": v}
+        return {"name": "kl", **v} if isinstance(v, dict) and "name" not in v else v
 
     @property
     def teacher_temperature(self) -> float:
@@ -290,9 +297,9 @@ class TrainSection(TrainerSection):
 class EvalSection(Section):
     """Which systems are evaluated, how deep, on which measures (the eval stage)."""
 
-    depth: int = 1000
-    measures: list[str] = ["RR@10", "nDCG@10", "R@50", "R@100", "R@1000"]
-    rel_threshold: int = 1
+    depth: int = Field(1000, ge=1)
+    measures: list[str] = Field(["RR@10", "nDCG@10", "R@50", "R@100", "R@1000"], min_length=1)
+    rel_threshold: int = Field(1, ge=1)
     index: IndexSpec = IndexSpec()
     systems: list[Literal["bm25", "init", "student", "teacher_rerank"]] = [
         "bm25",
@@ -325,14 +332,14 @@ class TuneSection(Section):
 
     metric: str = "nDCG@10"
     mode: Literal["max", "min"] = "max"
-    num_samples: int = 8
-    max_concurrent_trials: int | None = None
-    grace_period: int = 1
-    reduction_factor: int = 2
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
     search: Literal["auto", "optuna", "random"] = Field(
         "auto", description="auto: Optuna when installed and the space has no grid, else random."
     )
-    seed: int = 0
+    seed: Seed = 0
     dev_queries: int = Field(
         100, ge=1, description="Eval-split queries in the per-epoch dev rerank set of a sweep."
     )
@@ -360,12 +367,10 @@ class JobConfig(Section):
     tune: TuneSection = TuneSection()
 
     @model_validator(mode="after")
-    def _dark_distils_with_kl(self) -> JobConfig:
-        if self.candidates.strategy == "dark" and not isinstance(self.train.loss, KlLoss):
-            raise ValueError(
-                f"train.loss.name {self.train.loss.name!r}: candidates.strategy 'dark' is "
-                "distilled with kl (ADAM Eq. 9)"
-            )
+    def _sections_agree(self) -> JobConfig:
+        errors = cross_section_errors(self)
+        if errors:
+            raise ValueError("\n".join(errors))
         return self
 
     def subtree(self, dotted: str) -> Any:

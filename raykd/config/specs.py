@@ -5,15 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated, and no float is
+    NaN or infinite."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# numpy's generators take non-negative seeds.
+Seed = Annotated[int, Field(ge=0)]
+
 
 IndexType = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
 
 
-class IndexSpec(BaseModel):
+class IndexSpec(Section):
     """Which FAISS index to build and how to search it (inner product throughout)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: IndexType = "flat"
     nlist: int = Field(1024, ge=1)
@@ -43,17 +53,11 @@ class IndexSpec(BaseModel):
         return 0
 
 
-class Section(BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
 class Bm25Spec(Section):
     """Okapi BM25 as bm25s computes it (method "lucene"), with its tokenisation."""
 
-    k1: float = 1.5
-    b: float = 0.75
+    k1: float = Field(1.5, ge=0)
+    b: float = Field(0.75, ge=0, le=1)
     stopwords: str | None = "en"
     stemmer: str | None = Field(
         None, description="PyStemmer language (e.g. 'english'); None: no stemming, as bm25s."
@@ -81,6 +85,12 @@ class ActorPoolSpec(Section):
     max_actors: int = Field(1, ge=1)
     # Ray pins a CPU actor to one torch thread unless told otherwise.
     torch_threads: int | None = Field(None, ge=1, description="Torch threads per CPU actor.")
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> ActorPoolSpec:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors {self.min_actors} > max_actors {self.max_actors}")
+        return self
 
 
 class TeacherActors(ActorPoolSpec):

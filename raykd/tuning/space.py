@@ -16,6 +16,8 @@ value of the wrong type fails before the sweep starts, naming the file and the k
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,11 +142,38 @@ def load_space(path: str | Path, base: JobConfig) -> SearchSpace:
                 f"{source}: {key}: cannot be tuned (trials re-run only build, train and eval; "
                 f"tunable sections: {', '.join(TUNABLE_SECTIONS)})"
             )
-        dist = _parse_dist(source, key, spec)
-        for value in dist.probe_values():
-            try:
-                apply_values(base, {key: value}, source)
-            except ConfigError as err:
-                raise ConfigError(f"{source}: {key}: value {value!r} is invalid\n{err}") from None
-        params[key] = dist
+        params[key] = _parse_dist(source, key, spec)
+    _check_values(base, params, source)
     return SearchSpace(source, params)
+
+
+MAX_COMBINATIONS = 10_000
+
+
+def _check_values(base: JobConfig, params: dict[str, Dist], source: str) -> None:
+    """Every combination of the values each parameter can take (a range's ends) applied
+    together: a trial must never fail on a pairing (dark sets and n_masked, strata and m) deep
+    in a stage, after the sweep has started. A space too wide for that is checked value by
+    value."""
+    keys = list(params)
+    grids = [params[k].probe_values() for k in keys]
+    if math.prod(len(g) for g in grids) > MAX_COMBINATIONS:
+        combos = [{k: v} for k, grid in zip(keys, grids, strict=True) for v in grid]
+    else:
+        combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*grids)]
+    for values in combos:
+        try:
+            apply_values(base, values, source)
+        except ConfigError as err:
+            raise _explain(base, values, source, err) from None
+
+
+def _explain(base: JobConfig, values: dict[str, Any], source: str, err: ConfigError) -> ConfigError:
+    """The error naming one value when it is invalid on its own, else the combination."""
+    for key, value in values.items():
+        try:
+            apply_values(base, {key: value}, source)
+        except ConfigError as alone:
+            return ConfigError(f"{source}: {key}: value {value!r} is invalid\n{alone}")
+    shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return ConfigError(f"{source}: the values {shown} make an invalid config\n{err}")
