@@ -57,7 +57,7 @@ def demo_config(demo_collection, tmp_path_factory):
             "teacher": {"model": str(demo_collection.teacher_dir), "actors": {"batch_size": 32}},
             "augment": {"n_rein": 4, "mask_ratios": [0.25, 0.5]},
             "student": {"model": str(demo_collection.student_dir)},
-            "candidates": {"m": 4, "n_strata": 2},
+            "candidates": {"m": 4, "n_strata": 2, "n_masked": 2},
             "train": {"batch_size": 8, "warmup_steps": 2, "num_workers": 1, "lr": 1e-3},
         },
         "demo_config",
