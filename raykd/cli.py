@@ -6,11 +6,15 @@ import argparse
 import logging
 import os
 import sys
+import time
+import traceback
+import uuid
 from importlib import resources
+from pathlib import Path
 
 from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
 from raykd.errors import InputError, StageError
-from raykd.on_ray.session import LOOPBACK_ENV, ensure_ray
+from raykd.on_ray.session import LOOPBACK_ENV, RAY_LOGGERS, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
 from raykd.stages.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 
@@ -83,11 +87,71 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+    handler = None if args.command == "config" else _open_log(args.command)
     try:
         return _dispatch(args)
     except (ConfigError, InputError, StageError) as err:
-        print(f"raykd: error: {err}", file=sys.stderr)
+        _fail(str(err))
         return 2
+    except KeyboardInterrupt as err:
+        stage = getattr(err, "stage", None)
+        where = f" during {stage}" if stage else ""
+        resume = f"; `raykd run` resumes from {stage}" if stage else ""
+        _fail(f"interrupted{where}{resume}", exc=False)
+        return 130
+    except Exception as err:  # the last resort: one line here, the traceback in the log
+        _fail(f"{type(err).__name__}: {err}".splitlines()[0])
+        return 1
+    finally:
+        _close_log(handler)
+
+
+# The file that gets this command's full log (raykd's and the traceback of a failure), once the
+# run dir is known.
+LOG_FILE: Path | None = None
+
+
+def _fail(message: str, *, exc: bool = True) -> None:
+    """The error in one line on stderr; the traceback goes to the log file, named below it."""
+    if LOG_FILE is not None:
+        with LOG_FILE.open("a", encoding="utf-8") as f:
+            f.write(f"raykd: error: {message}\n")
+            if exc:
+                f.write(traceback.format_exc())
+    print(f"raykd: error: {message}", file=sys.stderr)
+    if LOG_FILE is not None:
+        print(f"raykd: full log: {LOG_FILE}", file=sys.stderr)
+
+
+def log_dir() -> Path:
+    """Where commands log: ``RAYKD_LOG_DIR``, else ``$XDG_STATE_HOME/raykd/logs`` (by default
+    ``~/.local/state/raykd/logs``); never the run dir, which holds only committed outputs."""
+    if os.environ.get("RAYKD_LOG_DIR"):
+        return Path(os.environ["RAYKD_LOG_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "raykd" / "logs"
+
+
+def _open_log(command: str) -> logging.Handler:
+    """Log this command at INFO and up to its own file, whatever the console shows."""
+    global LOG_FILE
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    LOG_FILE = folder / f"{stamp}.log"
+    handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _close_log(handler: logging.Handler | None) -> None:
+    global LOG_FILE
+    if handler is not None:
+        for name in ("", *RAY_LOGGERS):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+    LOG_FILE = None
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ class RunDir:
         fs, root = filesystem(uri)
         if "://" not in uri:
             uri = root
-        fs.create_dir(root, recursive=True)
+        # Created by the first write: a command that fails up front leaves no empty run dir.
         if base is not None and type(base.fs) is not type(fs):
             raise ValueError(f"{uri}: an overlay must be on the filesystem of its base {base.uri}")
         return cls(fs, root.rstrip("/"), uri.rstrip("/"), base, tuple(inherit))
@@ -124,6 +124,20 @@ class RunDir:
     def delete(self, rel: str) -> None:
         self._delete_path(self._own(rel))
 
+    def prune(self, rel: str) -> None:
+        """Delete ``rel`` and then each parent up to and including the run dir, for as long as
+        they are empty folders (raykd's scratch folders leave nothing behind, and a first stage
+        that fails leaves no empty run dir)."""
+        while True:
+            p = self._own(rel)
+            if self.fs.get_file_info(p).type == pafs.FileType.Directory:
+                if self.fs.get_file_info(pafs.FileSelector(p)):
+                    return
+                self.fs.delete_dir(p)
+            if not rel:
+                return
+            rel = posixpath.dirname(rel)
+
     def _delete_path(self, p: str) -> None:
         info = self.fs.get_file_info(p)
         if info.type == pafs.FileType.Directory:
@@ -177,3 +191,4 @@ class Staging:
 
     def discard(self) -> None:
         self.run.delete(self.rel)
+        self.run.prune(STAGING)

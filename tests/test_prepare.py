@@ -192,7 +192,7 @@ def test_stage_errors_name_the_file_and_leave_previous_output(
         prepare(bad_cfg)
     run = RunDir.open(str(tmp_path / "run"))
     assert table(run, "corpus") == before
-    assert not list((tmp_path / "run" / ".staging").iterdir())
+    assert not (tmp_path / "run" / ".staging").exists()
 
 
 def test_missing_corpus_file_through_the_stage(ray_session, tmp_path):
@@ -210,3 +210,24 @@ def test_train_query_cap_is_a_seeded_subset(ray_session, demo_collection, tmp_pa
     assert {r["qid"] for r in table(run, "qrels/train")} == set(qids)
     again = prepare(config(demo_collection.root, tmp_path / "run2", max_train_queries=10, seed=3))
     assert [r["qid"] for r in table(again, "queries/train")] == qids
+
+
+def test_title_only_beir_documents_are_valid():
+    """BEIR allows a document whose words are all in its title; one with neither is bad."""
+    from raykd.data.records import parse_jsonl
+
+    line = '{"_id": "d9", "title": "Only a title", "text": ""}'
+    assert parse_jsonl(line, "corpus.jsonl", 3, with_title=True) == ("d9", "", "Only a title")
+    with pytest.raises(InputError, match=r"corpus.jsonl:4: empty text"):
+        parse_jsonl('{"_id": "d9", "title": " ", "text": ""}', "corpus.jsonl", 4, with_title=True)
+    with pytest.raises(InputError, match=r"queries.jsonl:2: empty text"):
+        parse_jsonl('{"_id": "q9", "text": ""}', "queries.jsonl", 2, with_title=False)
+
+
+def test_small_files_are_checked_before_the_corpus_ingest(ray_session, tmp_path):
+    """A qrels typo surfaces before the corpus goes through Ray (on MS MARCO, 8.8M passages):
+    here the corpus is broken too, and the error is the qrels'."""
+    root = beir(tmp_path, corpus='{"_id": "d1", "text": "a"}\n{broken\n', train="q9\td1\t1\n")
+    with pytest.raises(InputError, match=r"train.tsv:1: qid 'q9' is not in"):
+        prepare(config(root, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

@@ -131,7 +131,7 @@ def synthetic_run(tmp_path_factory) -> RunDir:
     run = RunDir.open(str(tmp_path_factory.mktemp("report") / "run"))
     rng = np.random.default_rng(0)
     scores = _scores_table(rng)
-    Path(run.path("scores")).mkdir()
+    Path(run.path("scores")).mkdir(parents=True)
     half = scores.num_rows // 2
     pq.write_table(scores.slice(0, half), run.path("scores/part-00000.parquet"))
     pq.write_table(scores.slice(half), run.path("scores/part-00001.parquet"))
@@ -234,7 +234,7 @@ def test_sample_scores_exact_totals_and_per_positive_pools(synthetic_run):
 
 def test_sample_scores_rejects_unknown_kind(tmp_path):
     run = RunDir.open(str(tmp_path / "bad"))
-    Path(run.path("scores")).mkdir()
+    Path(run.path("scores")).mkdir(parents=True)
     table = pa.table({"qid": ["q"], "eid": ["e"], "kind": ["weird"], "score": [1.0]}, schema=SCORES)
     pq.write_table(table, run.path("scores/part-0.parquet"))
     with pytest.raises(InputError, match="weird"):

@@ -169,4 +169,5 @@ def test_score_stage_scores_every_example_once(ray_session, demo_config, tmp_pat
     info = run.read_json("manifests/score.json")["info"]
     assert info["pairs_scored"] == examples.num_rows and info["pairs_per_s"] > 0
     assert info["shards"] >= 2 and info["shards_resumed"] == 0
-    assert not (tmp_path / "run" / ".partial" / "score").exists()
+    assert not (tmp_path / "run" / ".partial").exists()
+    assert not (tmp_path / "run" / ".staging").exists()

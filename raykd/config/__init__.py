@@ -133,7 +133,10 @@ def load_config(
             raw = yaml.safe_load(text)
             lines = key_lines(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            what = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{where}: not valid YAML: {what}") from None
         if raw is None:
             raise ConfigError(f"{path}: the config file is empty (see jobs/ for examples)")
         if not isinstance(raw, dict):

@@ -29,11 +29,11 @@ def parse_jsonl(line: str, path: str, lineno: int, *, with_title: bool) -> tuple
         if key not in obj:
             raise InputError(path, f"missing {key!r}", line=lineno)
     rid = _text(obj["_id"], "_id", path, lineno)
-    text = _text(obj["text"], "text", path, lineno)
     if not with_title:
-        return rid, text
-    title = obj.get("title") or ""
-    return rid, text, _text(title, "title", path, lineno, allow_empty=True)
+        return rid, _text(obj["text"], "text", path, lineno)
+    # BEIR documents may carry their words in the title alone (an empty text is valid there).
+    title = _text(obj.get("title") or "", "title", path, lineno, allow_empty=True)
+    return rid, _text(obj["text"], "text", path, lineno, allow_empty=bool(title.strip())), title
 
 
 def parse_tsv(line: str, path: str, lineno: int, n_fields: int, names: str) -> list[str]:

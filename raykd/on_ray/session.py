@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
 from raykd.config import RaySection
 
@@ -27,15 +32,69 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
         return
     if target:
         ray.init(address=target)
+        _route_ray_logs()
         log.info("joined Ray cluster at %s", target)
         return
     # The dashboard serves the State API, which Ray Train's placement-group cleaner needs: without
     # it, a Tune trial stopped inside fit() keeps its workers' reservation. It binds to loopback.
-    ray.init(
-        num_cpus=cfg.num_cpus,
-        num_gpus=cfg.num_gpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        logging_level=logging.WARNING,
-    )
+    _route_ray_logs()
+    with _private_tmpdir():
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            logging_level=logging.WARNING,
+        )
+    _route_ray_logs()
     log.info("started a local Ray on loopback with %s", ray.cluster_resources())
+
+
+@contextlib.contextmanager
+def _private_tmpdir() -> Iterator[None]:
+    """The local Ray's processes get their own TMPDIR, removed after Ray shuts down at exit.
+
+    Ray's dashboard processes (and any worker using ``multiprocessing``) leave ``pymp-*`` folders
+    in the temp dir when Ray kills them at shutdown; this keeps them out of the system's. The
+    driver's own temp dir (cached by ``tempfile``) and Ray's session folder stay where they were.
+    """
+    import ray
+
+    tempfile.gettempdir()  # fixes the driver's (and Ray's session folder's) before the switch
+    scratch = tempfile.mkdtemp(prefix="raykd-ray-")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = scratch
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = old
+
+    def cleanup() -> None:
+        ray.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    atexit.register(cleanup)
+
+
+RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
+
+
+def _route_ray_logs() -> None:
+    """Ray's own log lines (Ray Data's progress and its copy of a failed task's traceback) go to
+    raykd's log file, not the console: the console tells raykd's story, and a failure is the
+    one ``raykd: error:`` line that names the file and line."""
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    for name in RAY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if type(handler) is not logging.FileHandler and isinstance(
+                handler, logging.StreamHandler
+            ):
+                handler.setLevel(logging.CRITICAL)
+        if not logger.propagate:
+            for handler in files:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)

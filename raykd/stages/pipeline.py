@@ -20,6 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from raykd.config import JobConfig, dump_yaml
+from raykd.errors import StageError
 from raykd.run_dir import JOB_FILE, MANIFESTS, RunDir, Staging
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,25 @@ TRACKED_PACKAGES = (
     "ir-measures",
     "pydantic",
 )
+
+
+class MissingUpstream(StageError):
+    """A stage asked for before the stages it reads have run."""
+
+    def __init__(self, stage: str, upstream: str) -> None:
+        super().__init__(
+            f"stage {stage!r} needs {upstream!r} to have run first: run "
+            f"`raykd run --config <job.yaml> --until {stage}`, or `raykd {upstream}` first"
+        )
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage; the stage's staging folder is discarded, its committed outputs and
+    any resumable partial work (score shards, training checkpoints) are kept."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
 
 
 @dataclass
@@ -200,7 +220,7 @@ def fingerprint(stage: Stage, cfg: JobConfig, run: RunDir) -> tuple[str, dict[st
             continue
         path = f"{MANIFESTS}/{up}.json"
         if not run.exists(path):
-            raise RuntimeError(f"stage {stage.name!r} needs {up!r} to have run first")
+            raise MissingUpstream(stage.name, up)
         inputs["upstream"][up] = run.read_json(path)["fingerprint"]
     if stage.input_hasher:
         inputs["files"] = stage.resolve(stage.input_hasher)(cfg)
@@ -213,7 +233,7 @@ def is_current(stage: Stage, cfg: JobConfig, run: RunDir) -> bool:
         return False
     try:
         fp, _ = fingerprint(stage, cfg, run)
-    except RuntimeError:
+    except MissingUpstream:
         return False
     outputs = stage.output_paths(cfg)
     return run.read_json(path).get("fingerprint") == fp and all(run.exists(o) for o in outputs)
@@ -238,21 +258,23 @@ def run_stage(
     fp, inputs = fingerprint(stage, cfg, run)
     if before_run is not None:
         before_run()
-    run.write_text(JOB_FILE, dump_yaml(cfg))
     staging = run.new_staging(stage.name)
     log.info("%s: running (staging at %s)", stage.name, staging.rel)
     start = time.perf_counter()
     try:
-        result: StageResult = stage.resolve(stage.target)(
-            StageContext(cfg=cfg, run=run, staging=staging, stage=stage.name, fingerprint=fp)
-        )
+        try:
+            result: StageResult = stage.resolve(stage.target)(
+                StageContext(cfg=cfg, run=run, staging=staging, stage=stage.name, fingerprint=fp)
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(stage.name) from None
         missing = [
             o
             for o in stage.output_paths(cfg)
             if not run.exists(f"{staging.rel}/{o}", committed=False)
         ]
         if missing:
-            raise RuntimeError(f"stage {stage.name!r} did not write {missing}")
+            raise StageError(f"stage {stage.name!r} did not write {missing}")
         # Drop the old manifest first: outputs half-swapped under it must not look current.
         run.delete(f"{MANIFESTS}/{stage.name}.json")
         for out in stage.output_paths(cfg):
@@ -260,6 +282,9 @@ def run_stage(
     finally:
         staging.discard()
     wall = time.perf_counter() - start
+    # The config the committed outputs came from; stage commands read it by default, so a
+    # failed run must not leave its own config here.
+    run.write_text(JOB_FILE, dump_yaml(cfg))
     run.write_json(
         f"{MANIFESTS}/{stage.name}.json",
         {

@@ -14,10 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
 from raykd.config import DataSection, JobConfig
+from raykd.data.files import filesystem
 from raykd.data.lines import open_input
 from raykd.data.readers import corpus_path, read_qrels, read_queries, split_paths
 from raykd.data.schemas import QRELS, QUERIES
@@ -38,7 +40,11 @@ def data_root(data: DataSection) -> tuple[str, str]:
         return "beir", str(paths.root)
     if not data.path:
         raise InputError("data.path", f"data.path is required for format {data.format!r}")
-    return data.format, data.path.rstrip("/")
+    root = data.path.rstrip("/")
+    fs, inner = filesystem(root)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        raise InputError(root, f"no such folder (data.path, format {data.format!r})")
+    return data.format, root
 
 
 def input_files(data: DataSection) -> list[str]:
@@ -89,32 +95,39 @@ def _unknown_pids(corpus_dir: str, fs, needed: set[str]) -> set[str]:
 
 
 def run_prepare(ctx: StageContext) -> StageResult:
+    """Queries and qrels first (small files: a typo fails before the corpus ingest), then the
+    corpus on Ray Data, then the qrels' passage ids against it."""
     data = ctx.cfg.data
     fmt, root = data_root(data)
     result = StageResult()
     corpus_file = corpus_path(fmt, root)
     open_input(corpus_file)
-    with unwrap_ray_error():
-        ds = ray.data.read_datasource(CorpusSource(corpus_file, fmt))
-        ds.write_parquet(ctx.staging.uri("corpus"))
-    corpus_dir = ctx.staging.path("corpus")
-    result.rows["corpus"] = pads.dataset(corpus_dir, filesystem=ctx.run.fs).count_rows()
-
+    unit = "row" if fmt == "parquet" else "line"
     queries_cache: dict[str, dict[str, str]] = {}
-    splits = {"train": data.splits.train, "eval": data.splits.eval}
-    for role, split in splits.items():
+    splits: dict[str, tuple[str, str, dict, dict]] = {}
+    for role, split in {"train": data.splits.train, "eval": data.splits.eval}.items():
         q_path, r_path = split_paths(fmt, root, split)
         if q_path not in queries_cache:
             queries_cache[q_path] = read_queries(q_path, fmt)
         queries = queries_cache[q_path]
         qrels, where = read_qrels(r_path, fmt)
-        unit = "row" if fmt == "parquet" else "line"
         for qid, docs in qrels.items():
             if qid not in queries:
                 pid = next(iter(docs))
                 raise InputError(
                     r_path, f"qid {qid!r} is not in {q_path}", **{unit: where[(qid, pid)]}
                 )
+        if not any(r > 0 for d in qrels.values() for r in d.values()):
+            raise InputError(r_path, f"no query of split {split!r} has a positive judgement")
+        splits[role] = (split, r_path, qrels, where)
+
+    with unwrap_ray_error():
+        ds = ray.data.read_datasource(CorpusSource(corpus_file, fmt))
+        ds.write_parquet(ctx.staging.uri("corpus"))
+    corpus_dir = ctx.staging.path("corpus")
+    result.rows["corpus"] = pads.dataset(corpus_dir, filesystem=ctx.run.fs).count_rows()
+
+    for role, (split, r_path, qrels, where) in splits.items():
         missing = _unknown_pids(corpus_dir, ctx.run.fs, {p for d in qrels.values() for p in d})
         if missing:
             qid, pid = min(
@@ -125,10 +138,9 @@ def run_prepare(ctx: StageContext) -> StageResult:
                 f"pid {pid!r} (query {qid!r}) is not in the corpus {corpus_file}",
                 **{unit: where[(qid, pid)]},
             )
+        queries = queries_cache[split_paths(fmt, root, split)[0]]
         positive = sorted(q for q, d in qrels.items() if any(r > 0 for r in d.values()))
         dropped = len(qrels) - len(positive)
-        if not positive:
-            raise InputError(r_path, f"no query of split {split!r} has a positive judgement")
         cap = data.max_train_queries if role == "train" else data.max_eval_queries
         qids = _subset(positive, cap, data.seed)
         _write(

@@ -142,6 +142,7 @@ def run_score(ctx: StageContext) -> StageResult:
         raise StageError(f"scores hold {n_out} rows for {n_total} examples")
     # Partial work of other fingerprints (an interrupted run whose config then changed) goes too.
     run.delete(PARTIAL_ROOT)
+    run.prune(PARTIAL_ROOT)  # and .partial/ itself when nothing else is resuming there
     pairs_per_s = scored / score_time if score_time else None
     if pairs_per_s is not None:
         log.info("score: %d pairs in %.1f s (%.1f pairs/s)", scored, score_time, pairs_per_s)
