@@ -16,6 +16,7 @@ from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
 from raykd.errors import InputError, StageError
 from raykd.on_ray.session import LOOPBACK_ENV, RAY_LOGGERS, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
+from raykd.run_lock import acquire
 from raykd.stages.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def _common(p: argparse.ArgumentParser, *, config_required: bool = True) -> None
     )
     p.add_argument("--run-dir", help="override run_dir (local path or s3:// / gs:// URI)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    p.add_argument(
+        "--force-unlock",
+        action="store_true",
+        help="break the run dir's lock left by a command that is gone",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,17 +185,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     def start_ray() -> None:
         ensure_ray(cfg.ray, args.address)
 
-    if args.command in ("run", "demo"):
-        ran = run_pipeline(cfg, run, until=getattr(args, "until", None), before_run=start_ray)
-        log.info("stages run: %s", ", ".join(ran) or "none (all current)")
-        _print_summary(run)
-    elif args.command == "tune":
-        from raykd.stages.tune import run_tune
+    with acquire(run, force=args.force_unlock):
+        if args.command in ("run", "demo"):
+            ran = run_pipeline(cfg, run, until=getattr(args, "until", None), before_run=start_ray)
+            log.info("stages run: %s", ", ".join(ran) or "none (all current)")
+            _print_summary(run)
+        elif args.command == "tune":
+            from raykd.stages.tune import run_tune
 
-        start_ray()
-        run_tune(cfg, run, args.space)
-    else:
-        run_stage(stage_by_name(args.command), cfg, run, force=args.force, before_run=start_ray)
+            start_ray()
+            run_tune(cfg, run, args.space)
+        else:
+            stage = stage_by_name(args.command)
+            run_stage(stage, cfg, run, force=args.force, before_run=start_ray)
     return 0
 
 

@@ -15,6 +15,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "config"),
     ("data",),
     ("run_dir", "models"),
+    ("run_lock",),
     ("retrieval",),
     ("mining", "training"),
     ("student",),

@@ -56,25 +56,33 @@ def _private_tmpdir() -> Iterator[None]:
 
     Ray's dashboard processes (and any worker using ``multiprocessing``) leave ``pymp-*`` folders
     in the temp dir when Ray kills them at shutdown; this keeps them out of the system's. The
-    driver's own temp dir (cached by ``tempfile``) and Ray's session folder stay where they were.
+    driver's own temp dir (cached by ``tempfile``) and Ray's session folder (``RAY_TMPDIR``, else
+    the system temp dir) stay where they were.
     """
     import ray
 
-    tempfile.gettempdir()  # fixes the driver's (and Ray's session folder's) before the switch
+    system = tempfile.gettempdir()  # cached: the driver's own temp dir stays the system's
     scratch = tempfile.mkdtemp(prefix="raykd-ray-")
-    old = os.environ.get("TMPDIR")
+    saved = {k: os.environ.get(k) for k in ("TMPDIR", "RAY_TMPDIR")}
+    # Ray reads RAY_TMPDIR before TMPDIR for its session folder (logs, sockets): keep it there.
+    os.environ.setdefault("RAY_TMPDIR", system)
     os.environ["TMPDIR"] = scratch
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["TMPDIR"]
-        else:
-            os.environ["TMPDIR"] = old
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def cleanup() -> None:
-        ray.shutdown()
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            ray.shutdown()
+        except BaseException:  # noqa: BLE001 - a second Ctrl-C at exit: still remove the folder
+            pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     atexit.register(cleanup)
 

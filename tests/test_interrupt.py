@@ -1,0 +1,78 @@
+"""Ctrl-C and what a run leaves behind, through a real ``raykd`` process and its own local Ray:
+SIGINT exits 130 naming the stage that resumes, ``raykd run`` then resumes there, and neither
+run leaves scratch folders in the run dir or the temp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _raykd(args, env, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "raykd.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_ctrl_c_exits_130_and_run_resumes(demo_collection, tmp_path, request):
+    # A short temp dir: Ray's dashboard puts AF_UNIX sockets (107 bytes at most) under it.
+    tmp = Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp),
+        # Ray's session folder (its sockets' paths must stay short) is not what is checked here.
+        "RAY_TMPDIR": "/tmp",
+        "RAYKD_LOG_DIR": str(tmp_path / "logs"),
+        "RAY_ADDRESS": "",
+    }
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"data:\n  format: beir\n  path: {demo_collection.root}\n"
+        "ray:\n  num_cpus: 2\nmining:\n  sources: [bm25, random]\n  depth: 20\n  n_random: 10\n"
+    )
+    run = tmp_path / "run"
+    args = ["run", "--config", str(job), "--run-dir", str(run), "--until", "mine"]
+    proc = _raykd(args, env)
+    # Interrupt the corpus ingest on Ray Data.
+    for line in proc.stderr:
+        if "prepare: running" in line:
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, err
+    assert "raykd: error: interrupted during prepare; `raykd run` resumes from prepare" in err, err
+    assert not run.exists()  # nothing committed, no staging, no lock, no empty run dir
+
+    again = _raykd(args, env)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "prepare: done" in err and "mine: done" in err, err
+    assert (run / "pool").is_dir()
+    assert sorted(p.name for p in run.iterdir()) == [
+        "corpus",
+        "job.yaml",
+        "manifests",
+        "pool",
+        "qrels",
+        "queries",
+    ]
+    # The local Ray's processes got a private temp dir, removed at exit: no pymp-* litter.
+    assert [p.name for p in tmp.iterdir()] == [], list(tmp.iterdir())
