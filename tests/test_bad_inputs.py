@@ -226,3 +226,26 @@ def test_a_failed_stage_keeps_the_job_file_of_the_committed_outputs(
     capsys.readouterr()
     assert (run / "job.yaml").read_text() == committed
     assert "seed: 7" not in committed
+
+
+def test_an_unexpected_failure_is_one_line_and_a_log(good, tmp_path, capsys, monkeypatch):
+    """A failure raykd did not foresee (here a stage that raises) still ends with one
+    ``raykd: error:`` line and the log's path; the traceback is in the log, not the console."""
+    from raykd.stages import mine
+
+    def broken(ctx):
+        raise ZeroDivisionError("division by zero in a stage")
+
+    monkeypatch.setattr(mine, "run_mine", broken)
+    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
+    job, base = good
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    before = snapshot(run)
+    assert main(["mine", "--config", str(job), "--run-dir", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "raykd: error: ZeroDivisionError: division by zero in a stage"
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    (log,) = (tmp_path / "logs").iterdir()
+    assert "Traceback" in log.read_text() and "in broken" in log.read_text()
+    assert snapshot(run) == before

@@ -76,3 +76,30 @@ def test_ctrl_c_exits_130_and_run_resumes(demo_collection, tmp_path, request):
     ]
     # The local Ray's processes got a private temp dir, removed at exit: no pymp-* litter.
     assert [p.name for p in tmp.iterdir()] == [], list(tmp.iterdir())
+
+
+def test_a_bad_line_found_inside_ray_is_one_line_on_the_console(tmp_path, request):
+    """The error a Ray task raises reaches the console as the one ``raykd: error:`` line (file,
+    line, what) and the log's path; Ray's copy of the task traceback goes to the log only."""
+    tmp = Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    logs = tmp_path / "logs"
+    env = {**os.environ, "TMPDIR": str(tmp), "RAY_TMPDIR": "/tmp", "RAYKD_LOG_DIR": str(logs)}
+    env.pop("RAY_ADDRESS", None)
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b\n')
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "a?"}\n')
+    for split in ("train", "dev"):
+        (data / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"data:\n  format: beir\n  path: {data}\nray:\n  num_cpus: 2\n")
+    proc = _raykd(["prepare", "--config", str(job), "--run-dir", str(tmp_path / "run")], env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert f"raykd: error: {data}/corpus.jsonl:2: bad JSON" in err, err
+    assert len(lines) < 5, err
+    (log,) = logs.iterdir()
+    assert "Traceback" in log.read_text() and f"raykd: full log: {log}" in err
+    assert not (tmp_path / "run").exists()

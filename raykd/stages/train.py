@@ -48,7 +48,9 @@ def fit(
     Shared by the student ``train`` stage and the ``teacher-train`` stage.
     """
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from raykd.on_ray.train_backend import torch_config
 
     params = trainer_section(job, section)
     n_rows = dataset.count()
@@ -72,7 +74,7 @@ def fit(
             steps_per_epoch=steps,
             export_uri=export_uri,
         ),
-        torch_config=TorchConfig(backend="nccl" if params.use_gpu else "gloo"),
+        torch_config=torch_config("nccl" if params.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=params.num_workers,
             use_gpu=params.use_gpu,
