@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from raykd.config import ConfigError
 from raykd.data.files import filesystem
 
 SUCCESS = "_SUCCESS"
@@ -46,6 +47,17 @@ class RunDir:
         if "://" not in uri:
             uri = root
         # Created by the first write: a command that fails up front leaves no empty run dir.
+        if "://" in uri and not isinstance(fs, pafs.LocalFileSystem):
+            bucket = root.split("/", 1)[0]
+            try:
+                found = fs.get_file_info(bucket).type != pafs.FileType.NotFound
+            except OSError as err:
+                raise ConfigError(f"run_dir {uri}: cannot reach the store: {err}") from None
+            if not found:
+                raise ConfigError(
+                    f"run_dir {uri}: bucket {bucket!r} does not exist, or these credentials "
+                    "cannot see it"
+                )
         if base is not None and type(base.fs) is not type(fs):
             raise ValueError(f"{uri}: an overlay must be on the filesystem of its base {base.uri}")
         return cls(fs, root.rstrip("/"), uri.rstrip("/"), base, tuple(inherit))

@@ -18,8 +18,41 @@ SCIFACT = SHARED / "data" / "scifact"
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """A local 2-CPU Ray shared by every test that needs one (ray.init costs seconds)."""
+def s3():
+    """A real S3-protocol server (moto) on loopback for the session. Its endpoint and test
+    credentials go in the environment the standard way (``AWS_ENDPOINT_URL``, read by pyarrow's
+    S3FileSystem) before Ray starts, so the driver and Ray's workers both reach it. Returns a
+    function that creates a bucket and returns its ``s3://`` URI."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "raykd-test",
+            "AWS_SECRET_ACCESS_KEY": "raykd-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+
+    def bucket(name: str) -> str:
+        boto3.client("s3").create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    yield bucket
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3):
+    """A local 2-CPU Ray shared by every test that needs one (ray.init costs seconds); started
+    after the S3 server so that its workers see the endpoint."""
     import ray
 
     if not ray.is_initialized():
