@@ -66,6 +66,16 @@ def good(tmp_path_factory, ray_session):
     return job, run
 
 
+@pytest.fixture
+def copy(good, tmp_path, monkeypatch):
+    """The job file, a copy of the good run dir to fail on, and that copy's snapshot."""
+    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
+    job, base = good
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    return job, run, snapshot(run)
+
+
 DATA_CASES = {
     "truncated JSON": (
         {"corpus.jsonl": jsonl(CORPUS[:3]) + '{"_id": "x", "text": "cut\n'},
@@ -101,14 +111,10 @@ DATA_CASES = {
 
 
 @pytest.mark.parametrize("case", list(DATA_CASES))
-def test_bad_data(case, good, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
-    job, base = good
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
+def test_bad_data(case, copy, tmp_path, capsys):
+    job, run, before = copy
     files, message = DATA_CASES[case]
     bad = write_collection(tmp_path / "bad", **files)
-    before = snapshot(run)
     code = main(
         ["prepare", "--config", str(job), "--run-dir", str(run), "--set", f"data.path={bad}"]
     )
@@ -121,12 +127,8 @@ def test_bad_data(case, good, tmp_path, capsys, monkeypatch):
     assert snapshot(run) == before
 
 
-def test_missing_data_folder_names_data_path(good, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
-    job, base = good
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
-    before = snapshot(run)
+def test_missing_data_folder_names_data_path(copy, tmp_path, capsys):
+    job, run, before = copy
     missing = tmp_path / "nowhere"
     code = main(
         ["prepare", "--config", str(job), "--run-dir", str(run), "--set", f"data.path={missing}"]
@@ -156,12 +158,8 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
-def test_bad_config(case, good, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
-    job, base = good
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
-    before = snapshot(run)
+def test_bad_config(case, copy, capsys):
+    job, run, before = copy
     overrides, message = CONFIG_CASES[case]
     argv = ["build", "--config", str(job), "--run-dir", str(run)]
     code = main(argv + [a for o in overrides for a in ("--set", o)])
@@ -181,12 +179,8 @@ def test_bad_config(case, good, tmp_path, capsys, monkeypatch):
         ("- just\n- a list\n", "top level must be a mapping"),
     ],
 )
-def test_bad_job_file(content, message, good, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
-    _, base = good
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
-    before = snapshot(run)
+def test_bad_job_file(content, message, copy, tmp_path, capsys):
+    _, run, before = copy
     job = tmp_path / "job.yaml"
     job.write_text(content)
     code = main(["prepare", "--config", str(job), "--run-dir", str(run)])
@@ -210,15 +204,10 @@ def test_missing_job_file_and_stage_out_of_order(good, tmp_path, capsys, monkeyp
     assert snapshot(fresh) is None
 
 
-def test_a_failed_stage_keeps_the_job_file_of_the_committed_outputs(
-    good, tmp_path, capsys, monkeypatch
-):
+def test_a_failed_stage_keeps_the_job_file_of_the_committed_outputs(copy, tmp_path, capsys):
     """A stage that fails (here on bad data, inside Ray) leaves job.yaml as the last commit
     wrote it, so stage commands that read it describe the outputs that are there."""
-    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
-    job, base = good
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
+    _, run, _ = copy
     committed = (run / "job.yaml").read_text()
     bad = write_collection(tmp_path / "bad", **{"corpus.jsonl": "{\n"})
     argv = ["prepare", "--run-dir", str(run), "--set", f"data.path={bad}", "--set", "data.seed=7"]
@@ -228,7 +217,7 @@ def test_a_failed_stage_keeps_the_job_file_of_the_committed_outputs(
     assert "seed: 7" not in committed
 
 
-def test_an_unexpected_failure_is_one_line_and_a_log(good, tmp_path, capsys, monkeypatch):
+def test_an_unexpected_failure_is_one_line_and_a_log(copy, tmp_path, capsys, monkeypatch):
     """A failure raykd did not foresee (here a stage that raises) still ends with one
     ``raykd: error:`` line and the log's path; the traceback is in the log, not the console."""
     from raykd.stages import mine
@@ -237,11 +226,7 @@ def test_an_unexpected_failure_is_one_line_and_a_log(good, tmp_path, capsys, mon
         raise ZeroDivisionError("division by zero in a stage")
 
     monkeypatch.setattr(mine, "run_mine", broken)
-    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
-    job, base = good
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
-    before = snapshot(run)
+    job, run, before = copy
     assert main(["mine", "--config", str(job), "--run-dir", str(run)]) == 1
     err = capsys.readouterr().err
     assert err.splitlines()[0] == "raykd: error: ZeroDivisionError: division by zero in a stage"
