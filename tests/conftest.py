@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +14,23 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _torch_extensions_dir() -> str:
+    """A JIT-op cache of this DeepSpeed install's own (inherited by the Ray workers).
+
+    Every DeepSpeed engine on CPU JIT-builds its shared-memory comm op
+    (``deepspeed_shm_comm``, ~40 s on 2 cores). Torch caches it per op name only, so two
+    checkouts (e.g. a git worktree with its own path to the same venv) rebuild it over each other
+    on every train run; keyed by the install's path, it is built once and then loaded.
+    """
+    spec = importlib.util.find_spec("deepspeed")
+    origin = str(Path(spec.origin).parent) if spec and spec.origin else "none"
+    key = hashlib.sha1(origin.encode()).hexdigest()[:12]
+    return str(Path.home() / ".cache" / "torch_extensions" / f"raykd-tests-{key}")
+
+
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
