@@ -31,6 +31,10 @@ def _torch_extensions_dir() -> str:
 
 
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
+# Ray Data's Parquet reader starts a pool of 32 FooterReader actors (a process each) for every
+# read; on a 2-CPU test cluster their start-up dominated each small stage (a build of 6 rows took
+# 12-21 s, 81 worker processes for 4 builds). One actor reads the few footers of a test's files.
+os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
