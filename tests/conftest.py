@@ -35,6 +35,11 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
 # read; on a 2-CPU test cluster their start-up dominated each small stage (a build of 6 rows took
 # 12-21 s, 81 worker processes for 4 builds). One actor reads the few footers of a test's files.
 os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
+# Ray Train's controller takes each worker's ray.train.report() off a one-slot queue when it polls,
+# every 2 s by default, so a worker that reports again blocks until then. The tests' runs report
+# every 2-5 tiny steps, and waited ~2 s per report (most of a train test's training time); polled
+# every 0.2 s, a run also notices its end and a killed worker sooner.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
