@@ -40,6 +40,9 @@ os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 # every 2-5 tiny steps, and waited ~2 s per report (most of a train test's training time); polled
 # every 0.2 s, a run also notices its end and a killed worker sooner.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Ray Train's node-preemption watcher (cloud spot-node drains) is one more actor process per run
+# (~2 CPU s); a local test cluster has no node to lose.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
@@ -151,3 +154,4 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     ]
     assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
     return RunDir.open(run_dir)
+
