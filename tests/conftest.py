@@ -155,3 +155,13 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
     return RunDir.open(run_dir)
 
+
+def pytest_collection_modifyitems(items):
+    """``ray`` marks every test that uses the session's Ray, ``slow`` every test that needs the
+    SciFact encoding (directly or through a fixture); other ``slow`` marks are in the modules."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "ray_session" in fixtures:
+            item.add_marker(pytest.mark.ray)
+        if "scifact_zero_shot_eval" in fixtures:
+            item.add_marker(pytest.mark.slow)
