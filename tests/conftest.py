@@ -35,6 +35,14 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
 # read; on a 2-CPU test cluster their start-up dominated each small stage (a build of 6 rows took
 # 12-21 s, 81 worker processes for 4 builds). One actor reads the few footers of a test's files.
 os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
+# Ray Train's controller takes each worker's ray.train.report() off a one-slot queue when it polls,
+# every 2 s by default, so a worker that reports again blocks until then. The tests' runs report
+# every 2-5 tiny steps, and waited ~2 s per report (most of a train test's training time); polled
+# every 0.2 s, a run also notices its end and a killed worker sooner.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Ray Train's node-preemption watcher (cloud spot-node drains) is one more actor process per run
+# (~2 CPU s); a local test cluster has no node to lose.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCIFACT = SHARED / "data" / "scifact"
@@ -179,3 +187,14 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     ]
     assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
     return RunDir.open(run_dir)
+
+
+def pytest_collection_modifyitems(items):
+    """``ray`` marks every test that uses the session's Ray, ``slow`` every test that needs the
+    SciFact encoding (directly or through a fixture); other ``slow`` marks are in the modules."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "ray_session" in fixtures:
+            item.add_marker(pytest.mark.ray)
+        if "scifact_zero_shot_eval" in fixtures:
+            item.add_marker(pytest.mark.slow)

@@ -194,6 +194,7 @@ def test_empty_pool_is_counted(augmented, tmp_path):
 
 
 @needs_scifact()
+@pytest.mark.shared
 def test_scifact_mine_then_augment_via_cli(ray_session, tmp_path):
     from raykd.cli import main
 

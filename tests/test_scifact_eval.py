@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import needs_scifact
 
-pytestmark = [needs_scifact(), pytest.mark.shared, pytest.mark.slow, pytest.mark.ray]
+pytestmark = [needs_scifact(), pytest.mark.shared]
 
 REFERENCE = {
     "bm25": {"nDCG@10": 0.699, "RR@10": 0.670},

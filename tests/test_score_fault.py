@@ -16,6 +16,8 @@ import pytest
 
 from tests.score_helpers import make_examples, score_run, with_teacher
 
+pytestmark = pytest.mark.slow
+
 ACTOR_TITLE = "ray::MapWorker(MapBatches(CrossEncoderScorer))"
 
 DRIVER = """

@@ -44,6 +44,7 @@ def held_out_rows(run: RunDir, seed: int):
     )
 
 
+@pytest.mark.slow
 def test_teacher_train_improves_pair_accuracy(ray_session, demo_config, prepared_run, tmp_path):
     cfg = teacher_config(demo_config, tmp_path / "run")
     run = RunDir.open(cfg.run_dir)

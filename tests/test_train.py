@@ -26,6 +26,7 @@ def manifest_info(run: RunDir) -> dict:
     return run.read_json("manifests/train.json")["info"]
 
 
+@pytest.mark.slow
 def test_two_workers_zero2_loss_decreases(ray_session, demo_config, prepared_run, tmp_path):
     cfg = train_config(
         demo_config,
@@ -115,6 +116,7 @@ def test_separate_towers_save_query_tower(demo_collection, tmp_path):
     assert not load_student(tmp_path / "s").shared_towers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers, accum", [(1, 1), (2, 2)])
 def test_dark_applies_self_paced_subset(
     ray_session, demo_config, prepared_run, tmp_path, workers, accum
@@ -146,6 +148,7 @@ def _student_weights(run: RunDir) -> dict[str, np.ndarray]:
     return load_file(str(Path(run.path("student")) / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_train_seed_reaches_dropout_and_order(ray_session, demo_config, prepared_run, tmp_path):
     """The same seed trains the same student; another seed (dropout masks, shuffled order)
     trains a different one, so seeds of a deterministic strategy (topk) are real repeats."""

@@ -12,6 +12,8 @@ from raykd.stages.pipeline import run_stage, stage_by_name
 from tests.test_train import train_config
 from tests.train_helpers import WorkerKiller, write_train_set
 
+pytestmark = pytest.mark.slow
+
 
 def registered_steps(run: RunDir) -> list[int]:
     """Steps of the checkpoints Ray Train has registered (its checkpoint manager snapshot)."""
