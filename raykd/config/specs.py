@@ -85,6 +85,11 @@ class ActorPoolSpec(Section):
     max_actors: int = Field(1, ge=1)
     # Ray pins a CPU actor to one torch thread unless told otherwise.
     torch_threads: int | None = Field(None, ge=1, description="Torch threads per CPU actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per actor, e.g. {scorer: 1} (cluster.yaml's GPU spot "
+        "nodes): keeps the pool off nodes that lack them, such as the training nodes.",
+    )
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> ActorPoolSpec:

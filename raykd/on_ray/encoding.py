@@ -48,6 +48,7 @@ def encode_corpus(corpus_uri: str, out_uri: str, model: DenseModel, actors: Acto
         # One Ray CPU per CPU actor whatever its threads: reserving them all would starve the
         # streaming reads that feed it on a small node.
         num_gpus=actors.num_gpus or None,
+        resources=actors.resources or None,
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
     )
     ds.write_parquet(out_uri)

@@ -76,6 +76,7 @@ def score_examples(ds: ray.data.Dataset, spec: ScorerSpec) -> ray.data.Dataset:
         batch_size=actors.batch_size,
         num_cpus=spec.num_cpus,
         num_gpus=actors.num_gpus or None,
+        resources=actors.resources or None,
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
         ray_remote_args_fn=actor_fault_tolerance,
     )
