@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     handler = None if args.command == "config" else _open_log(args.command)
+    terminated: list[int] = []
+    previous = _unwind_on_sigterm(terminated)
     try:
         return _dispatch(args)
     except (ConfigError, InputError, StageError) as err:
@@ -103,13 +107,30 @@ def main(argv: list[str] | None = None) -> int:
         stage = getattr(err, "stage", None)
         where = f" during {stage}" if stage else ""
         resume = f"; `raykd run` resumes from {stage}" if stage else ""
-        _fail(f"interrupted{where}{resume}", exc=False)
-        return 130
+        what = "stopped (SIGTERM)" if terminated else "interrupted"
+        _fail(f"{what}{where}{resume}", exc=False)
+        return 143 if terminated else 130
     except Exception as err:  # the last resort: one line here, the traceback in the log
         _fail(f"{type(err).__name__}: {err}".splitlines()[0])
         return 1
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _close_log(handler)
+
+
+def _unwind_on_sigterm(terminated: list[int]):
+    """SIGTERM (``ray job stop``, a batch scheduler) unwinds like Ctrl-C: the stage's staging
+    folder is discarded and the run-dir lease released, where the default action would leave
+    the lease to expire. Returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 # The file that gets this command's full log (raykd's and the traceback of a failure), once the

@@ -94,7 +94,13 @@ class RunDir:
         if info.type == pafs.FileType.NotFound:
             return False
         if committed and info.type == pafs.FileType.Directory and not self.is_local:
-            return self.fs.get_file_info(self._own(f"{rel}/{SUCCESS}")).type == pafs.FileType.File
+            # A stage commits its top-level outputs: queries/train is committed with queries/.
+            parts = rel.strip("/").split("/")
+            return any(
+                self.fs.get_file_info(self._own("/".join([*parts[:n], SUCCESS]))).type
+                == pafs.FileType.File
+                for n in range(len(parts), 0, -1)
+            )
         return True
 
     def write_text(self, rel: str, text: str) -> None:

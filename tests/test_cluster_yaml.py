@@ -33,9 +33,15 @@ def test_cluster_yaml_node_types():
     assert spot["min_workers"] == 0 and spot["max_workers"] > 1
     assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert "InstanceMarketOptions" not in train["node_config"]
-    assert train["resources"]["on_demand"] >= 1
+    assert train["resources"]["on_demand"] >= 1 and spot["resources"]["scorer"] >= 1
     assert cfg["idle_timeout_minutes"] > 0
     assert any("[gpu,tune]" in c for c in cfg["setup_commands"])
+
+
+def test_the_dashboard_listens_on_the_heads_loopback_only():
+    # The Jobs API runs any code for whoever reaches it: submit through `ray dashboard`'s tunnel.
+    start = " ".join(_cluster()["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
 
 
 def test_cluster_yaml_schema_rejects_a_typo():
@@ -62,6 +68,7 @@ def test_msmarco_jobs_use_the_paper_settings_and_cluster_resources():
         assert cfg.train.worker_resources == {"on_demand": 1}
         assert cfg.teacher.actors.num_gpus == cfg.eval.actors.num_gpus == 1
         assert cfg.teacher.actors.max_actors > cfg.teacher.actors.min_actors
+        assert cfg.teacher.actors.resources == cfg.eval.actors.resources == {"scorer": 1}
     adam = load_config(ROOT / "jobs" / "msmarco_adam.yaml")
     assert adam.candidates.strategy == "dark" and adam.candidates.n_masked == 5
     assert adam.train.lambda_sup == 0.01 and adam.candidates.m == 10

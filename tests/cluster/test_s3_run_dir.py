@@ -73,3 +73,12 @@ def test_a_missing_bucket_is_one_line(s3, tmp_path, job, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "raykd: error: run_dir s3://no-such-bucket/run: bucket 'no-such-bucket'" in err
     assert len(err.strip().splitlines()) <= 2
+
+
+def test_a_subfolder_is_committed_with_its_stage_output(s3):
+    # Stages mark their top-level outputs (queries/_SUCCESS); readers ask for queries/train.
+    run = RunDir.open(f"{s3('raykd-commit')}/run")
+    run.write_text("queries/train/part-0.parquet", "x")
+    assert not run.exists("queries/train") and run.exists("queries/train", committed=False)
+    run.write_text("queries/_SUCCESS", "")
+    assert run.exists("queries/train") and run.exists("queries")

@@ -1,0 +1,127 @@
+"""The README's cluster command, run as written (but for the address and bucket) through the real
+Jobs API against a head and three worker nodes, with the run dir on S3: a first submission is
+stopped mid-score, the same command resumes it to SUCCEEDED, and Ray's own state shows where each
+part ran: the driver on the head, the teacher's actors on the scorer node, the two train workers
+on the two training nodes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import boto3
+import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.util.state import list_actors
+
+from tests.cluster.conftest import BIN, REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+STAGES = ("prepare", "mine", "augment", "score", "build", "train", "eval", "report")
+
+
+def readme_command(config: str) -> str:
+    """The README's ``ray job submit`` line for ``config``, its continuation lines joined."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## On a cluster") :]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    (line,) = [ln for ln in lines if ln.startswith("ray job submit") and config in ln]
+    return re.sub(r"\s+", " ", line).strip()
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    )
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def _actors(cluster, job_id: str) -> list:
+    return [
+        a
+        for a in list_actors(address=cluster.dashboard, detail=True, limit=10_000)
+        if a.job_id == job_id
+    ]
+
+
+def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster, s3):
+    bucket = s3("raykd-cluster").removeprefix("s3://")
+    command = readme_command("jobs/demo.yaml").replace("s3://my-bucket", f"s3://{bucket}")
+    assert f"--run-dir s3://{bucket}/demo" in command
+    client = JobSubmissionClient(ray_cluster.dashboard)
+    env = ray_cluster.env()
+
+    def submit() -> subprocess.Popen:
+        return subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    # The first submission is stopped while the teacher's actors score.
+    first = submit()
+    def demo_jobs() -> list:
+        return [j for j in client.list_jobs() if f"s3://{bucket}/demo" in j.entrypoint]
+
+    job = ray_cluster.wait_for(
+        "the first job to start",
+        lambda: [j for j in demo_jobs() if j.status == JobStatus.RUNNING],
+        timeout=120,
+    )[0]
+
+    def scoring() -> list:
+        if client.get_job_status(job.submission_id).is_terminal():
+            raise AssertionError(client.get_job_logs(job.submission_id)[-3000:])
+        return [
+            a
+            for a in _actors(ray_cluster, client.get_job_info(job.submission_id).job_id or "")
+            if "scorer" in (a.required_resources or {}) and a.state == "ALIVE"
+        ]
+
+    ray_cluster.wait_for("the score stage's actors", scoring, timeout=240)
+    subprocess.run(
+        [str(BIN / "ray"), "job", "stop", job.submission_id], env=env, check=True, timeout=60
+    )
+    ray_cluster.wait_for(
+        "the stop",
+        lambda: client.get_job_status(job.submission_id) == JobStatus.STOPPED,
+        timeout=60,
+    )
+    first.communicate(timeout=60)
+    stopped_logs = client.get_job_logs(job.submission_id)
+    assert "raykd: error: stopped (SIGTERM) during score" in stopped_logs, stopped_logs[-3000:]
+    keys = _keys(bucket, "demo/")
+    # SIGTERM unwound the driver: the lease is released and nothing staged remains.
+    assert "demo/.lock" not in keys
+    assert not [k for k in keys if k.startswith(("demo/.staging", "demo/.partial"))]
+    assert "demo/manifests/augment.json" in keys and "demo/manifests/score.json" not in keys
+
+    # The same command again resumes: the finished stages are skipped.
+    second = submit()
+    out, _ = second.communicate(timeout=600)
+    (resumed,) = [j for j in demo_jobs() if j.submission_id != job.submission_id]
+    assert client.get_job_status(resumed.submission_id) == JobStatus.SUCCEEDED, out[-3000:]
+    logs = client.get_job_logs(resumed.submission_id)
+    for stage in ("prepare", "mine", "augment"):
+        assert f"{stage}: up to date, skipped" in logs
+    keys = _keys(bucket, "demo/")
+    for stage in STAGES:
+        assert f"demo/manifests/{stage}.json" in keys
+    assert any(k.startswith("demo/checkpoints/") for k in keys)
+    assert any(k.startswith("demo/report/") and k.endswith(".png") for k in keys)
+    assert "demo/.lock" not in keys
+
+    # Where each part ran, from Ray's State and Jobs APIs.
+    info = client.get_job_info(resumed.submission_id)
+    nodes = ray_cluster.node_ids
+    assert info.driver_node_id == nodes["head"]
+    actors = _actors(ray_cluster, info.job_id)
+    scorers = [a for a in actors if "scorer" in (a.required_resources or {})]
+    assert scorers and {a.node_id for a in scorers} == {nodes["scorer"]}
+    workers = [a for a in actors if a.class_name == "RayTrainWorker"]
+    assert {a.node_id for a in workers} == {nodes["train1"], nodes["train2"]}

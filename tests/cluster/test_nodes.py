@@ -1,0 +1,202 @@
+"""Nodes joining and leaving mid-stage, on the multi-node Ray of ``tests/cluster/nodes.py``, with
+the run dir on S3: the teacher's pool grows onto a node that joins while it scores and finishes
+without the node it started on; training that loses a worker's node resumes from its last
+checkpoint on a replacement node. Counts and placement come from the run dir and Ray's State API.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.util.state import list_actors
+
+from raykd.run_dir import RunDir
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+def _job(tmp_path, demo_collection, **sections) -> str:
+    cfg = {
+        "data": {"format": "beir", "path": str(demo_collection.root)},
+        "mining": {"sources": ["bm25", "random"], "depth": 15, "n_random": 5},
+        "augment": {"n_rein": 2, "mask_ratios": [0.3]},
+        "student": {"model": str(demo_collection.student_dir)},
+        "candidates": {"m": 4, "n_strata": 2, "n_masked": 1},
+        **sections,
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def _submit(cluster, entrypoint: str) -> tuple[JobSubmissionClient, str]:
+    client = JobSubmissionClient(cluster.dashboard)
+    sid = client.submit_job(
+        entrypoint=entrypoint, entrypoint_num_cpus=1, entrypoint_resources={"head": 1}
+    )
+    return client, sid
+
+
+def _alive(cluster, client, sid, predicate) -> list:
+    """The job's live actors that ``predicate`` picks; a finished job fails the wait."""
+    if client.get_job_status(sid).is_terminal():
+        raise AssertionError(client.get_job_logs(sid)[-3000:])
+    job_id = client.get_job_info(sid).job_id
+    return [
+        a
+        for a in list_actors(address=cluster.dashboard, detail=True, limit=10_000)
+        if a.job_id == job_id and a.state == "ALIVE" and predicate(a)
+    ]
+
+
+def _finish(cluster, client, sid, timeout: float) -> str:
+    cluster.wait_for(f"job {sid}", lambda: client.get_job_status(sid).is_terminal(), timeout)
+    logs = client.get_job_logs(sid)
+    assert client.get_job_status(sid) == JobStatus.SUCCEEDED, logs[-3000:]
+    return logs
+
+
+@pytest.fixture
+def minilm_sized_teacher(demo_collection, tmp_path) -> str:
+    """A cross-encoder of MiniLM-L6's shape (random weights, the demo's vocabulary): at ~100
+    pairs/s per CPU its pool scores long enough for a node to join and another to leave."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(demo_collection.teacher_dir)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    out = tmp_path / "teacher"
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def test_scoring_grows_onto_a_joining_node_and_survives_losing_its_first(
+    ray_cluster, s3, demo_collection, minilm_sized_teacher, tmp_path
+):
+    uri = f"{s3('raykd-nodes')}/score"
+    teacher = {
+        "kind": "cross_encoder",
+        "model": minilm_sized_teacher,
+        "shard_rows": 1_000_000,  # one shard: one pool, which must grow and survive
+        "actors": {
+            "batch_size": 4,
+            "torch_threads": 1,
+            "min_actors": 1,
+            "max_actors": 3,
+            "resources": {"scorer": 1},
+        },
+    }
+    job = _job(tmp_path, demo_collection, teacher=teacher)
+    client, sid = _submit(ray_cluster, f"raykd run --config {job} --run-dir {uri} --until score")
+    scorer = lambda a: "scorer" in (a.required_resources or {})  # noqa: E731
+    nodes = ray_cluster.node_ids
+    first = ray_cluster.wait_for(
+        "the first scoring actor", lambda: _alive(ray_cluster, client, sid, scorer), 240
+    )
+    assert [a.node_id for a in first] == [nodes["scorer"]]
+    # A node with room for two more actors joins while the stage runs: the pool grows onto it.
+    ray_cluster.add("scorer2", 2, {"scorer": 2})
+
+    def three() -> list | None:
+        actors = _alive(ray_cluster, client, sid, scorer)
+        return actors if len(actors) == 3 else None
+
+    grown = ray_cluster.wait_for("the pool to grow to 3 actors", three, 120)
+    placed = sorted(a.node_id for a in grown)
+    assert placed == sorted([nodes["scorer"], nodes["scorer2"], nodes["scorer2"]])
+    # The node the pool started on is lost mid-stage; the stage ends on scorer2 alone.
+    ray_cluster.remove("scorer")
+    logs = _finish(ray_cluster, client, sid, 300)
+    assert "score: " in logs
+    run = RunDir.open(uri)
+    examples = pq.read_table(run.path("examples"), filesystem=run.fs)
+    scores = pq.read_table(run.path("scores"), filesystem=run.fs)
+    keys = list(zip(scores["qid"].to_pylist(), scores["eid"].to_pylist(), strict=True))
+    assert len(keys) == len(set(keys)) == examples.num_rows
+    assert set(keys) == set(
+        zip(examples["qid"].to_pylist(), examples["eid"].to_pylist(), strict=True)
+    )
+    # Back to the fixture's shape for the other tests.
+    ray_cluster.remove("scorer2")
+    ray_cluster.add("scorer", 2, {"scorer": 1})
+
+
+def _checkpointed_steps(run: RunDir) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered in the run dir (on S3)."""
+    from pyarrow.fs import FileSelector
+
+    infos = run.fs.get_file_info(
+        FileSelector(run.path("checkpoints"), recursive=True, allow_not_found=True)
+    )
+    steps = []
+    for info in infos:
+        if info.base_name == "checkpoint_manager_snapshot.json":
+            with run.fs.open_input_stream(info.path) as f:
+                snapshot = json.loads(f.read())
+            steps += [int(r["metrics"]["step"]) for r in snapshot["checkpoint_results"]]
+    return sorted(steps)
+
+
+def test_training_resumes_on_a_replacement_node_after_losing_one(
+    ray_cluster, s3, demo_collection, tmp_path
+):
+    import torch
+    from pyarrow.fs import LocalFileSystem, copy_files
+
+    from raykd.student.model import load_student
+
+    uri = f"{s3('raykd-train')}/train"
+    train = {
+        "num_workers": 2,
+        "worker_resources": {"on_demand": 1},
+        "batch_size": 4,
+        "epochs": 2,
+        "checkpoint_every_steps": 4,
+        "max_failures": 1,
+        "warmup_steps": 2,
+        "lr": 1e-3,
+        "report_every": 4,
+    }
+    job = _job(tmp_path, demo_collection, teacher={"kind": "bm25"}, train=train)
+    client, sid = _submit(ray_cluster, f"raykd run --config {job} --run-dir {uri} --until train")
+    nodes = ray_cluster.node_ids
+    worker = lambda a: a.class_name == "RayTrainWorker"  # noqa: E731
+    run = RunDir.open(uri)
+    workers = ray_cluster.wait_for(
+        "two train workers and a checkpoint",
+        lambda: (w := _alive(ray_cluster, client, sid, worker)) and _checkpointed_steps(run) and w,
+        300,
+    )
+    assert sorted(a.node_id for a in workers) == sorted([nodes["train1"], nodes["train2"]])
+    # train2 is lost mid-epoch; a replacement joins, as the autoscaler would start one.
+    ray_cluster.remove("train2")
+    ray_cluster.add("train3", 2, {"on_demand": 1})
+    try:
+        _finish(ray_cluster, client, sid, 300)
+    finally:
+        ray_cluster.remove("train3")
+        ray_cluster.add("train2", 2, {"on_demand": 1})
+    info = run.read_json("manifests/train.json")["info"]
+    # FailureConfig restarted the worker group from a checkpoint on S3, not from step 0.
+    assert 4 <= info["start_step"] < info["step"] and info["start_step"] % 4 == 0
+    local = tmp_path / "student"
+    copy_files(
+        run.path("student"),
+        str(local),
+        source_filesystem=run.fs,
+        destination_filesystem=LocalFileSystem(),
+    )
+    student = load_student(local)
+    vec = student.encode_query(torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long))
+    assert vec.shape[0] == 1 and torch.isfinite(vec).all()
