@@ -1,0 +1,107 @@
+"""The cluster path's bad inputs, each through the ``raykd`` command: workers or actors that no
+node of the cluster can hold. Each fails at once with one line naming what to fix, and leaves the
+run dir as it was (a missing bucket: tests/cluster/test_s3_run_dir.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from raykd.cli import main
+from tests.test_bad_inputs import write_collection
+
+
+def tree(root: Path) -> list[str] | None:
+    """Every file and folder under ``root`` (None: no run dir)."""
+    if not root.exists():
+        return None
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def one_line(err: str) -> str:
+    """The failure's ``raykd: error:`` line, which stderr ends with (and the log's path); a
+    progress bar may come before it (BM25's corpus statistics), a traceback may not."""
+    *_, error, log = err.strip().splitlines()
+    assert error.startswith("raykd: error: ") and log.startswith("raykd: full log: "), err
+    assert "Traceback" not in err, err
+    return error.removeprefix("raykd: error: ")
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, demo_collection) -> Path:
+    """A job over a small collection whose pipeline reaches train cheaply: BM25 mining and
+    teacher, no dark examples, random candidates; the demo's tiny student."""
+    root = tmp_path_factory.mktemp("bad-cluster")
+    collection = write_collection(root / "collection")
+    path = root / "job.yaml"
+    path.write_text(
+        f"data:\n  format: beir\n  path: {collection}\n"
+        "mining:\n  depth: 5\n  n_random: 5\n"
+        "teacher:\n  kind: bm25\n"
+        "augment:\n  n_rein: 0\n  mask_ratios: []\n"
+        f"student:\n  model: {demo_collection.student_dir}\n"
+        "candidates:\n  strategy: random\n  m: 2\n"
+        "train:\n  batch_size: 2\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(job, ray_session, tmp_path_factory) -> Path:
+    """A run dir where every stage up to build has committed (on the session's Ray)."""
+    run = tmp_path_factory.mktemp("bad-cluster-run") / "run"
+    assert main(["run", "--config", str(job), "--run-dir", str(run), "--until", "build"]) == 0
+    return run
+
+
+POOL_CASES = {
+    "trainer workers": (
+        "train",
+        ["train.worker_resources={no_such: 1}"],
+        "train.worker_resources {'no_such': 1.0}: no node of this Ray cluster offers no_such, "
+        "and no autoscaler node type adds it (nodes offer: CPU, memory, object_store_memory)",
+    ),
+    "teacher actors": (
+        "score",
+        ["teacher.actors.num_gpus=1"],
+        "teacher.actors.num_gpus 1: this Ray cluster has no GPUs, and no autoscaler node type "
+        "adds one",
+    ),
+    "eval encoders": (
+        "eval",
+        ["eval.systems=[init]", "eval.actors.num_gpus=0.5"],
+        "eval.actors.num_gpus 0.5: this Ray cluster has no GPUs, and no autoscaler node type "
+        "adds one",
+    ),
+    "mining encoders": (
+        "mine",
+        [
+            "mining.sources=[dense]",
+            "mining.dense.model=<student>",
+            "mining.actors.resources={scorer: 1}",
+        ],
+        "mining.actors.resources {'scorer': 1.0}: no node of this Ray cluster offers scorer, and "
+        "no autoscaler node type adds it (nodes offer: CPU, memory, object_store_memory)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_workers_or_actors_no_node_can_hold(
+    case, built, demo_collection, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("RAYKD_LOG_DIR", str(tmp_path / "logs"))
+    stage, overrides, reason = POOL_CASES[case]
+    overrides = [o.replace("<student>", str(demo_collection.student_dir)) for o in overrides]
+    before = tree(built)
+    start = time.perf_counter()
+    code = main([stage, "--run-dir", str(built), *(a for o in overrides for a in ("--set", o))])
+    wall = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert one_line(err) == reason
+    assert wall < 30
+    # No staging, partial scores, checkpoints or new job.yaml: the run dir is as it was.
+    assert tree(built) == before
