@@ -1,9 +1,17 @@
-"""The cluster path's bad inputs, each through the ``raykd`` command: workers or actors that no
-node of the cluster can hold. Each fails at once with one line naming what to fix, and leaves the
-run dir as it was (a missing bucket: tests/cluster/test_s3_run_dir.py)."""
+"""The cluster path's bad inputs, each through the ``raykd`` command: an address where no Ray
+cluster answers, and workers or actors that no node of the cluster can hold. Each fails at once
+with one line naming what to fix, and leaves the run dir as it was (a missing bucket:
+tests/cluster/test_s3_run_dir.py).
+
+The address cases run ``raykd`` in a subprocess of its own: this process already holds the
+session's Ray."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +19,8 @@ import pytest
 
 from raykd.cli import main
 from tests.test_bad_inputs import write_collection
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tree(root: Path) -> list[str] | None:
@@ -105,3 +115,52 @@ def test_workers_or_actors_no_node_can_hold(
     assert wall < 30
     # No staging, partial scores, checkpoints or new job.yaml: the run dir is as it was.
     assert tree(built) == before
+
+
+def raykd(args: list[str], tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``raykd args`` in a fresh process (with ``env`` added); its result and wall time."""
+    base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))
+    full = {**base, "PYTHONPATH": pythonpath, "RAYKD_LOG_DIR": str(tmp_path / "logs"), **env}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "raykd.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    return done, time.perf_counter() - start
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("source", ["--address", "ray.address", "RAY_ADDRESS"])
+def test_an_address_where_no_ray_answers(source, job, tmp_path):
+    address = f"127.0.0.1:{closed_port()}"
+    run = tmp_path / "run"
+    args = ["prepare", "--config", str(job), "--run-dir", str(run)]
+    env = {}
+    if source == "--address":
+        args += ["--address", address]
+    elif source == "ray.address":
+        args += ["--set", f"ray.address={address}"]
+    else:
+        env["RAY_ADDRESS"] = address
+    done, wall = raykd(args, tmp_path, **env)
+    assert done.returncode == 2, done.stderr
+    unset = "leave out --address" if source == "--address" else f"unset {source}"
+    assert len(done.stderr.strip().splitlines()) == 2, done.stderr
+    assert one_line(done.stderr) == (
+        f"{source} {address}: no Ray cluster answers there (Connection refused; start one with "
+        f"`ray start --head`, or {unset} for a local Ray)"
+    )
+    assert wall < 20
+    # Nothing written: no job.yaml, manifest, staging folder or lock, not even the folder.
+    assert tree(run) is None
