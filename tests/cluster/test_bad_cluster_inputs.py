@@ -1,10 +1,10 @@
 """The cluster path's bad inputs, each through the ``raykd`` command: an address where no Ray
-cluster answers, and workers or actors that no node of the cluster can hold. Each fails at once
-with one line naming what to fix, and leaves the run dir as it was (a missing bucket:
-tests/cluster/test_s3_run_dir.py).
+cluster answers, credentials the object store rejects, and workers or actors that no node of the
+cluster can hold. Each fails at once with one line naming what to fix, and leaves the run dir as
+it was (a missing bucket: tests/cluster/test_s3_run_dir.py).
 
-The address cases run ``raykd`` in a subprocess of its own: this process already holds the
-session's Ray."""
+The address and credential cases run ``raykd`` in a subprocess of its own: this process already
+holds the session's Ray and the S3 filesystem's credentials."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from raykd.cli import main
@@ -164,3 +165,50 @@ def test_an_address_where_no_ray_answers(source, job, tmp_path):
     assert wall < 20
     # Nothing written: no job.yaml, manifest, staging folder or lock, not even the folder.
     assert tree(run) is None
+
+
+@pytest.fixture(scope="module")
+def bucket(s3) -> str:
+    return s3("raykd-credentials")
+
+
+def _user_without_policy() -> dict[str, str]:
+    """The keys of a user the store knows, with no policy: it may not read any bucket."""
+    iam = boto3.client("iam")
+    iam.create_user(UserName="raykd-no-policy")
+    key = iam.create_access_key(UserName="raykd-no-policy")["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+CREDENTIALS = {
+    "unknown key": (
+        lambda: {"AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE"},
+        "the store rejected these credentials (InvalidAccessKeyId; check AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)",
+    ),
+    "wrong secret": (
+        lambda: {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+        "the store rejected these credentials (SignatureDoesNotMatch; check AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)",
+    ),
+    "no permission": (
+        _user_without_policy,
+        "these credentials may not read bucket 'raykd-credentials' (AccessDenied; check the "
+        "bucket's and the user's policies, or AWS_PROFILE)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CREDENTIALS))
+def test_credentials_the_store_refuses(case, bucket, job, tmp_path):
+    keys, reason = CREDENTIALS[case]
+    uri = f"{bucket}/run"
+    done, _ = raykd(["prepare", "--config", str(job), "--run-dir", uri], tmp_path, **keys())
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2, done.stderr
+    assert one_line(done.stderr) == f"run_dir {uri}: {reason}"
+    listed = boto3.client("s3").list_objects_v2(Bucket="raykd-credentials")
+    assert listed.get("KeyCount") == 0
