@@ -7,7 +7,7 @@ resources and with each node type the autoscaler may add.
 
 A request is given as *parts*: each config setting (its key and value, as the message shows it)
 with the resources it asks of one node. Later parts override earlier ones resource by resource,
-as Ray's own merges do (``{"CPU": cpus_per_worker, **worker_resources}``).
+as the trainer's request is merged (``{"CPU": cpus_per_worker, **worker_resources}``).
 """
 
 from __future__ import annotations
