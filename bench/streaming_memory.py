@@ -135,6 +135,7 @@ def child_encode(args: argparse.Namespace) -> dict:
         str(out),
         DenseModel(args.model, passage_max_length=args.max_length),
         ActorPoolSpec(batch_size=args.batch_size, min_actors=args.actors, max_actors=args.actors),
+        key="the bench's actors",
     )
     wall = time.perf_counter() - start
     ray.shutdown()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ class RunDir:
             try:
                 found = fs.get_file_info(bucket).type != pafs.FileType.NotFound
             except OSError as err:
-                raise ConfigError(f"run_dir {uri}: cannot reach the store: {err}") from None
+                raise ConfigError(f"run_dir {uri}: {_refusal(fs, root, err)}") from None
             if not found:
                 raise ConfigError(
                     f"run_dir {uri}: bucket {bucket!r} does not exist, or these credentials "
@@ -181,6 +182,46 @@ class RunDir:
         with self.fs.open_output_stream(posixpath.join(dst, SUCCESS)) as f:
             f.write(b"")
         self.fs.delete_dir(src)
+
+
+# AWS errors (as pyarrow names them) that refuse the credentials themselves.
+REJECTED = {
+    "INVALID_ACCESS_KEY_ID",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "INVALID_CLIENT_TOKEN_ID",
+    "UNRECOGNIZED_CLIENT",
+    "MISSING_AUTHENTICATION_TOKEN",
+    "INVALID_SIGNATURE",
+    "INCOMPLETE_SIGNATURE",
+}
+
+
+def _refusal(fs: pafs.FileSystem, root: str, err: OSError) -> str:
+    """Why the store refused to say whether the run dir's bucket exists, and what to fix.
+
+    A refused HEAD comes back without a body, so S3 says only ACCESS_DENIED whatever the cause: a
+    listing of the run dir then asks for the store's own reason (a rejected key or signature, or
+    credentials it knows that may not read the bucket).
+    """
+    if "AWS Error ACCESS_DENIED" in str(err):
+        try:
+            fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        except OSError as listing:
+            err = listing
+    found = re.search(r"AWS Error (\w+)", str(err))
+    code = found.group(1) if found else ""
+    name = "".join(w.capitalize() for w in code.split("_"))
+    if code in REJECTED:
+        return (
+            f"the store rejected these credentials ({name}; check AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+        )
+    if code == "ACCESS_DENIED":
+        return (
+            f"these credentials may not read bucket {root.split('/', 1)[0]!r} ({name}; check the "
+            "bucket's and the user's policies, or AWS_PROFILE)"
+        )
+    return f"cannot reach the store: {str(err).splitlines()[0]}"
 
 
 @dataclass(frozen=True)

@@ -50,24 +50,45 @@ SCIFACT = SHARED / "data" / "scifact"
 
 @pytest.fixture(scope="session")
 def s3():
-    """A real S3-protocol server (moto) on loopback for the session. Its endpoint and test
-    credentials go in the environment the standard way (``AWS_ENDPOINT_URL``, read by pyarrow's
-    S3FileSystem) before Ray starts, so the driver and Ray's workers both reach it. Returns a
-    function that creates a bucket and returns its ``s3://`` URI."""
+    """A real S3-protocol server (moto) on loopback for the session, which checks credentials as
+    S3 does: every request must be signed by a known access key whose policy allows it. The key
+    (an IAM user's, with an allow-all policy) and the endpoint go in the environment the standard
+    way (``AWS_ENDPOINT_URL``, read by pyarrow's S3FileSystem) before Ray starts, so the driver
+    and Ray's workers both reach it. Returns a function that creates a bucket and returns its
+    ``s3://`` URI."""
+    import json
     import logging
 
     import boto3
+    import requests
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # A fresh session: boto3's default one would keep the bootstrap credentials.
+    iam = boto3.Session(
+        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap", region_name="us-east-1"
+    ).client("iam", endpoint_url=endpoint)
+    iam.create_user(UserName="raykd-test")
+    allow_all = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }
+    iam.put_user_policy(
+        UserName="raykd-test", PolicyName="all", PolicyDocument=json.dumps(allow_all)
+    )
+    key = iam.create_access_key(UserName="raykd-test")["AccessKey"]
+    # From here on every request is authenticated (moto's INITIAL_NO_AUTH_ACTION_COUNT, set to
+    # 0 through its server API rather than an environment variable read at import).
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     os.environ.update(
         {
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-            "AWS_ACCESS_KEY_ID": "raykd-test",
-            "AWS_SECRET_ACCESS_KEY": "raykd-test",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )

@@ -21,7 +21,9 @@ def test_encode_corpus_matches_text_encoder(prepared_run, demo_collection, tmp_p
     out = str(tmp_path / "emb")
     kwargs = dict(pooling="mean", normalize=True, max_length=128)
     model = DenseModel(str(demo_collection.student_dir), "mean", True, passage_max_length=128)
-    n = encode_corpus(run.uri_of("corpus"), out, model, ActorPoolSpec(batch_size=100))
+    n = encode_corpus(
+        run.uri_of("corpus"), out, model, ActorPoolSpec(batch_size=100), key="eval.actors"
+    )
     assert n == corpus.num_rows
     pids, shards = [], []
     for shard_pids, vecs in iter_embedding_shards(out):

@@ -98,6 +98,7 @@ def test_rerank_by_student_equals_dense_scores(ray_session, demo_config, prepare
         depth=15,
         index=IndexSpec(),
         actors=ActorPoolSpec(batch_size=64),
+        key="eval.actors",
     )
     passages = fetch_passages(prepared_run, run_pids(dense), "dense run")
     # Shuffle the first-stage scores: the rerank must not depend on them.

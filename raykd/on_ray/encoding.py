@@ -16,20 +16,26 @@ import ray
 
 from raykd.config import ActorPoolSpec, IndexSpec
 from raykd.data.trec import Run
+from raykd.on_ray.capacity import require_pool_fits
 from raykd.retrieval.dense_search import DenseModel, encode_queries, search_embeddings
 from raykd.retrieval.embeddings import EncodeBatch, count_embeddings
 
 log = logging.getLogger(__name__)
 
 
-def encode_corpus(corpus_uri: str, out_uri: str, model: DenseModel, actors: ActorPoolSpec) -> int:
+def encode_corpus(
+    corpus_uri: str, out_uri: str, model: DenseModel, actors: ActorPoolSpec, *, key: str
+) -> int:
     """Encode every passage of ``corpus_uri`` with ``model``'s passage tower into Parquet shards
     under ``out_uri``; returns the number of passages written.
 
     ``out_uri`` must be a fresh folder (Ray Data appends to existing ones). ``actors.batch_size``
     is the rows per actor call and per forward pass; an actor takes ``actors.num_gpus`` GPUs, or
-    on CPU one of Ray's CPUs and ``actors.torch_threads`` torch threads.
+    on CPU one of Ray's CPUs and ``actors.torch_threads`` torch threads. ``key`` is where the
+    config sets ``actors`` ("mining.actors", "eval.actors"), for the error when no node can hold
+    an actor.
     """
+    require_pool_fits(key, actors)
     start = time.perf_counter()
     ds = ray.data.read_parquet(corpus_uri).select_columns(["pid", "title", "text"])
     ds = ds.map_batches(
@@ -68,9 +74,11 @@ def dense_retrieve(
     depth: int,
     index: IndexSpec,
     actors: ActorPoolSpec,
+    key: str,
 ) -> Run:
     """Encode the corpus into ``embeddings_uri`` (a fresh folder), then return each query's top
-    ``depth`` passages by inner product (``qids`` [n] and their ``texts`` [n])."""
-    encode_corpus(corpus_uri, embeddings_uri, model, actors)
+    ``depth`` passages by inner product (``qids`` [n] and their ``texts`` [n]); ``actors`` is
+    the config's ``key``."""
+    encode_corpus(corpus_uri, embeddings_uri, model, actors, key=key)
     query_vecs = encode_queries(model, texts, actors.batch_size, actors.dtype)
     return search_embeddings(embeddings_uri, qids, query_vecs, depth, index)

@@ -15,6 +15,7 @@ import ray.data
 from raykd.data.trec import Run
 from raykd.errors import StageError
 from raykd.evaluation.rerank import pair_groups
+from raykd.on_ray.capacity import require_pool_fits
 from raykd.on_ray.errors import unwrap_ray_error
 from raykd.teacher.base import ScorerSpec, TeacherEnv, build_teacher
 from raykd.teacher.rows import check_scores
@@ -47,6 +48,15 @@ class _WithShared:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         return self.inner(batch)
+
+
+def require_teacher_fits(teacher: Teacher) -> None:
+    """Fail at once, naming the ``teacher.actors`` setting, when no node can hold a scoring actor
+    of ``teacher`` (each ensemble member's pool in turn); Ray would wait for one forever. Every
+    kind sizes its pool from ``teacher.actors``."""
+    specs = [teacher] if isinstance(teacher, ScorerSpec) else [s for _, _, s in teacher.members]
+    for spec in specs:
+        require_pool_fits("teacher.actors", spec.actors, spec.num_cpus)
 
 
 def score_examples(ds: ray.data.Dataset, spec: ScorerSpec) -> ray.data.Dataset:
@@ -125,6 +135,7 @@ def rerank_teacher(
     ``teacher.train`` is set, as in the score stage."""
     trained = run_dir.path("teacher_model") if cfg.teacher.train is not None else None
     teacher = build_teacher(cfg.teacher, TeacherEnv(run=run_dir, job=cfg, trained_model=trained))
+    require_teacher_fits(teacher)
     start = time.perf_counter()
     out: Run = {}
     n_pairs = 0

@@ -7,11 +7,12 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 
-from raykd.config import RaySection
+from raykd.config import ConfigError, RaySection
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,15 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
     if ray.is_initialized():
         return
     if target:
-        ray.init(address=target)
+        source = "--address" if address else "ray.address" if cfg.address else "RAY_ADDRESS"
+        _check_reachable(target, source)
+        try:
+            ray.init(address=target)
+        except ConnectionError:  # after ~20 s of Ray's retries and warnings
+            raise ConfigError(
+                f"{source} {target}: no Ray cluster answers there (a server does, but not Ray's "
+                f"GCS; {_fix(source)})"
+            ) from None
         _route_ray_logs()
         log.info("joined Ray cluster at %s", target)
         return
@@ -48,6 +57,53 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
         )
     _route_ray_logs()
     log.info("started a local Ray on loopback with %s", ray.cluster_resources())
+
+
+# How long the probe of a cluster's address waits for an answer.
+PROBE_S = 5.0
+
+
+def _check_reachable(target: str, source: str) -> None:
+    """Raise ConfigError, naming ``source`` (--address, ray.address or RAY_ADDRESS), when nothing
+    listens at the Ray address ``target``: ``ray.init`` would retry for minutes, printing Ray's
+    own warnings, before it gave up."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    fix = _fix(source)
+    if "://" in target:  # Ray Client: ray://host[:port], its server on 10001 by default
+        hostport = target.split("://", 1)[1].split("/", 1)[0]
+        hostport = hostport if ":" in hostport else f"{hostport}:10001"
+    else:
+        try:
+            # As ray.init resolves it: "auto" finds this machine's cluster, and a loopback host
+            # becomes this node's address.
+            hostport = canonicalize_bootstrap_address(target)
+        except ConnectionError:
+            raise ConfigError(
+                f"{source} {target}: no Ray cluster runs on this machine ({fix})"
+            ) from None
+        except ValueError:
+            hostport = target
+        if hostport is None:  # "local": ray.init starts one
+            return
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"{source} {target}: not a Ray address (host:port, ray://host:port or auto)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+        return
+    except TimeoutError:
+        why = f"nothing answered in {PROBE_S:g} s"
+    except OSError as err:
+        why = err.strerror or str(err)
+    raise ConfigError(f"{source} {target}: no Ray cluster answers there ({why}; {fix})")
+
+
+def _fix(source: str) -> str:
+    unset = "leave out --address" if source == "--address" else f"unset {source}"
+    return f"start one with `ray start --head`, or {unset} for a local Ray"
 
 
 @contextlib.contextmanager

@@ -139,6 +139,7 @@ def rerank_pool(ctx: StageContext, queries: dict[str, str], bm25_full: Run | Non
                     depth=ev.rerank_depth,
                     index=m.index,
                     actors=m.actors,
+                    key="mining.actors",
                 )
             )
             ctx.run.delete(f"{ctx.staging.rel}/{emb}")
@@ -202,6 +203,7 @@ def run_eval(ctx: StageContext) -> StageResult:
                 depth=ev.depth,
                 index=ev.index,
                 actors=ev.actors,
+                key="eval.actors",
             )
             ctx.run.delete(f"{ctx.staging.rel}/{emb}")
         else:  # teacher_rerank

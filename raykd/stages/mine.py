@@ -101,6 +101,7 @@ def run_mine(ctx: StageContext) -> StageResult:
                     depth=m.depth,
                     index=m.index,
                     actors=m.actors,
+                    key="mining.actors",
                 )
             table = dense_pool(run, qids)
         elif source == "random":

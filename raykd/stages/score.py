@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
 from raykd.on_ray.errors import unwrap_ray_error
-from raykd.on_ray.scoring import collect, score_dataset
+from raykd.on_ray.scoring import collect, require_teacher_fits, score_dataset
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import StageContext, StageResult
 from raykd.teacher.base import TeacherEnv, build_teacher
@@ -90,6 +90,7 @@ def run_score(ctx: StageContext) -> StageResult:
     cfg, run = ctx.cfg, ctx.run
     trained = run.path("teacher_model") if cfg.teacher.train is not None else None
     teacher = build_teacher(cfg.teacher, TeacherEnv(run=run, job=cfg, trained_model=trained))
+    require_teacher_fits(teacher)  # before any partial work is written
     schema = scores_schema(tuple(teacher.columns))
     queries = read_queries(run, cfg.data.splits.train)
     source = run.uri_of("examples")

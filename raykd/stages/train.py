@@ -14,6 +14,7 @@ from raykd.config import JobConfig, TrainerSection
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
 from raykd.models import resolve_model
+from raykd.on_ray.capacity import require_fits
 from raykd.on_ray.errors import unwrap_ray_error
 from raykd.stages.pipeline import StageContext, StageResult
 from raykd.training.loop import loop_config, train_loop_per_worker, trainer_section
@@ -53,6 +54,15 @@ def fit(
     from raykd.on_ray.train_backend import torch_config
 
     params = trainer_section(job, section)
+    # Ray Train waits forever for workers no node can hold: say so before counting rows.
+    cpus, extra = params.cpus_per_worker, params.worker_resources
+    require_fits(
+        {
+            f"{section}.cpus_per_worker {cpus:g}": {"CPU": cpus},
+            f"{section}.worker_resources {extra}": extra,
+            f"{section}.use_gpu true": {"GPU": 1} if params.use_gpu else {},
+        }
+    )
     n_rows = dataset.count()
     steps = steps_per_epoch(n_rows, params)
     if steps < 1:
@@ -61,7 +71,7 @@ def fit(
             f"{n_rows} training rows give no full step of {params.batch_size} queries "
             f"({params.num_workers} workers x {params.grad_accum} accumulation)",
         )
-    resources = {"CPU": params.cpus_per_worker, **params.worker_resources}
+    resources = {"CPU": cpus, **extra}
     if params.use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
