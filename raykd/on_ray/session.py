@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 from raykd.config import ConfigError, RaySection
@@ -35,7 +37,8 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
         source = "--address" if address else "ray.address" if cfg.address else "RAY_ADDRESS"
         _check_reachable(target, source)
         try:
-            ray.init(address=target)
+            with _keeping_sigterm():
+                ray.init(address=target)
         except ConnectionError:  # after ~20 s of Ray's retries and warnings
             raise ConfigError(
                 f"{source} {target}: no Ray cluster answers there (a server does, but not Ray's "
@@ -47,7 +50,7 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
     # The dashboard serves the State API, which Ray Train's placement-group cleaner needs: without
     # it, a Tune trial stopped inside fit() keeps its workers' reservation. It binds to loopback.
     _route_ray_logs()
-    with _private_tmpdir():
+    with _private_tmpdir(), _keeping_sigterm():
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
@@ -57,6 +60,18 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
         )
     _route_ray_logs()
     log.info("started a local Ray on loopback with %s", ray.cluster_resources())
+
+
+@contextlib.contextmanager
+def _keeping_sigterm() -> Iterator[None]:
+    """``ray.init`` installs Ray's C++ crash handler for SIGTERM, which prints a stack and kills
+    the driver; the CLI's handler (unwind: discard staging, release the lease) is put back."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
 
 
 # How long the probe of a cluster's address waits for an answer.

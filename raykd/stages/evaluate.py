@@ -86,10 +86,14 @@ def dense_model(ctx: StageContext, system: str) -> DenseModel:
     }
     if system == "init":
         return DenseModel(st.model, st.pooling, st.normalize, **lengths)
-    from raykd.student.model import query_tower_dir
+    from raykd.student.model import QUERY_DIR
 
-    path = ctx.run.path("student")
-    return DenseModel(path, st.pooling, st.normalize, **lengths, query_model=query_tower_dir(path))
+    # URIs: the encoders resolve (on an object store: fetch) the model where they load it.
+    query = f"student/{QUERY_DIR}"
+    query_model = ctx.run.uri_of(query) if ctx.run.exists(query, committed=False) else None
+    return DenseModel(
+        ctx.run.uri_of("student"), st.pooling, st.normalize, **lengths, query_model=query_model
+    )
 
 
 def check_inputs(ctx: StageContext, systems: list[str]) -> None:
@@ -106,8 +110,6 @@ def check_inputs(ctx: StageContext, systems: list[str]) -> None:
                 "run the train stage first, or evaluate without it "
                 "(--set 'eval.systems=[bm25,init]')"
             )
-        if not ctx.run.is_local:
-            raise StageError("evaluating the trained student needs a local run directory")
     if "teacher_rerank" in systems:
         if "dense" in cfg.eval.rerank_sources and not cfg.mining.dense.model:
             raise StageError("eval.rerank_sources has 'dense' but mining.dense.model is not set")

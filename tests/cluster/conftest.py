@@ -26,6 +26,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def checkpointed_steps(run) -> list[int]:
+    """Steps of the checkpoints Ray Train has registered in the run dir (on S3)."""
+    from pyarrow.fs import FileSelector
+
+    infos = run.fs.get_file_info(
+        FileSelector(run.path("checkpoints"), recursive=True, allow_not_found=True)
+    )
+    steps = []
+    for info in infos:
+        if info.base_name == "checkpoint_manager_snapshot.json":
+            with run.fs.open_input_stream(info.path) as f:
+                snapshot = json.loads(f.read())
+            steps += [int(r["metrics"]["step"]) for r in snapshot["checkpoint_results"]]
+    return sorted(steps)
+
+
 class RayCluster:
     """The running cluster: add and remove nodes, wait on Ray's state, with hang-proof waits."""
 
@@ -109,6 +125,7 @@ def ray_cluster(s3, request):
         # The dashboard's State API answers the tests; Ray Data's footer-actor pool would start
         # 32 processes per Parquet read on these small nodes (see tests/conftest.py).
         "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
+        "PYTHONFAULTHANDLER": "1",
     }
     env.pop("RAY_ADDRESS", None)
     head = {

@@ -17,6 +17,7 @@ and credentials, PATH to ``raykd``), as a cloud node gets it from its image.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 
@@ -58,6 +59,10 @@ def main() -> None:
                 num_cpus=cmd["num_cpus"],
                 resources=cmd["resources"],
                 object_store_memory=200 * 1024 * 1024,
+                # A folder of its own, as a machine of its own would have: nodes sharing one
+                # session folder unpack a job's working_dir over each other (the driver's cwd
+                # vanishes mid-run).
+                temp_dir=os.path.join(os.environ["RAY_TMPDIR"], cmd["name"]),
             )
             nodes[cmd["name"]] = node
             _reply({"name": cmd["name"], "node_id": node.node_id})

@@ -14,6 +14,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors
 
 from raykd.run_dir import RunDir
+from tests.cluster.conftest import checkpointed_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -132,22 +133,6 @@ def test_scoring_grows_onto_a_joining_node_and_survives_losing_its_first(
     ray_cluster.add("scorer", 2, {"scorer": 1})
 
 
-def _checkpointed_steps(run: RunDir) -> list[int]:
-    """Steps of the checkpoints Ray Train has registered in the run dir (on S3)."""
-    from pyarrow.fs import FileSelector
-
-    infos = run.fs.get_file_info(
-        FileSelector(run.path("checkpoints"), recursive=True, allow_not_found=True)
-    )
-    steps = []
-    for info in infos:
-        if info.base_name == "checkpoint_manager_snapshot.json":
-            with run.fs.open_input_stream(info.path) as f:
-                snapshot = json.loads(f.read())
-            steps += [int(r["metrics"]["step"]) for r in snapshot["checkpoint_results"]]
-    return sorted(steps)
-
-
 def test_training_resumes_on_a_replacement_node_after_losing_one(
     ray_cluster, s3, demo_collection, tmp_path
 ):
@@ -175,7 +160,7 @@ def test_training_resumes_on_a_replacement_node_after_losing_one(
     run = RunDir.open(uri)
     workers = ray_cluster.wait_for(
         "two train workers and a checkpoint",
-        lambda: (w := _alive(ray_cluster, client, sid, worker)) and _checkpointed_steps(run) and w,
+        lambda: (w := _alive(ray_cluster, client, sid, worker)) and checkpointed_steps(run) and w,
         300,
     )
     assert sorted(a.node_id for a in workers) == sorted([nodes["train1"], nodes["train2"]])

@@ -82,3 +82,30 @@ def test_a_subfolder_is_committed_with_its_stage_output(s3):
     assert not run.exists("queries/train") and run.exists("queries/train", committed=False)
     run.write_text("queries/_SUCCESS", "")
     assert run.exists("queries/train") and run.exists("queries")
+
+
+def test_a_model_folder_on_s3_is_fetched_once_per_version(s3, tmp_path, monkeypatch):
+    from raykd.models import resolve_model
+
+    monkeypatch.setenv("RAYKD_CACHE", str(tmp_path / "cache"))
+    run = RunDir.open(f"{s3('raykd-model')}/run")
+    run.write_text("student/config.json", '{"a": 1}')
+    run.write_text("student/query_encoder/config.json", '{"q": 1}')
+    uri = run.uri_of("student")
+    local = resolve_model(uri)
+    assert open(f"{local}/config.json").read() == '{"a": 1}'
+    assert open(f"{local}/query_encoder/config.json").read() == '{"q": 1}'
+    assert resolve_model(uri) == local
+    # Retrained at the same URI: a new copy, not the stale one.
+    run.write_text("student/config.json", '{"a": 22}')
+    fresh = resolve_model(uri)
+    assert fresh != local and open(f"{fresh}/config.json").read() == '{"a": 22}'
+
+
+def test_a_staged_file_commits_as_one_object(s3):
+    run = RunDir.open(f"{s3('raykd-file')}/run")
+    run.write_text(".staging/eval-1/metrics.json", '{"m": 1}')
+    run.commit(".staging/eval-1/metrics.json", "metrics.json")
+    assert run.read_json("metrics.json") == {"m": 1} and run.exists("metrics.json")
+    objects = [k for k in _keys("raykd-file", "run/") if not k.endswith("/")]  # not dir markers
+    assert objects == ["run/metrics.json"]
