@@ -1,8 +1,9 @@
 """The README's cluster command, run as written (but for the address and bucket) through the real
 Jobs API against a head and three worker nodes, with the run dir on S3: a first submission is
-stopped (SIGTERM) mid-training, the same command resumes it from its checkpoint to SUCCEEDED, and
-Ray's own state shows where each part ran: the driver on the head, the teacher's actors on the
-scorer node, the two train workers on the two training nodes."""
+stopped (SIGTERM) mid-training; the same command resumes it from its checkpoint, loses a training
+node mid-epoch, resumes again on a replacement node and ends SUCCEEDED. Ray's own state shows
+where each part ran: the drivers on the head, the teacher's actors on the scorer node, the two
+train workers on two training nodes at a time."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import subprocess
 
 import boto3
 import pytest
+import torch
+from pyarrow.fs import LocalFileSystem, copy_files
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors
 
 from raykd.run_dir import RunDir
+from raykd.student.model import load_student
 from tests.cluster.conftest import BIN, REPO, checkpointed_steps
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -48,7 +52,7 @@ def _actors(cluster, job_id: str) -> list:
     ]
 
 
-def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster, s3):
+def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster, s3, tmp_path):
     bucket = s3("raykd-cluster").removeprefix("s3://")
     command = readme_command("jobs/demo.yaml").replace("s3://my-bucket", f"s3://{bucket}")
     assert f"--run-dir s3://{bucket}/demo" in command
@@ -101,29 +105,73 @@ def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster,
     assert not [k for k in keys if k.startswith(("demo/.staging", "demo/.partial"))]
     assert "demo/manifests/build.json" in keys and "demo/manifests/train.json" not in keys
 
-    # The same command again resumes: the finished stages are skipped.
+    # The first job's teacher actors ran on the scorer node only, its driver on the head.
+    nodes = dict(ray_cluster.node_ids)
+    first_info = client.get_job_info(job.submission_id)
+    assert first_info.driver_node_id == nodes["head"]
+    scorers = [
+        a
+        for a in _actors(ray_cluster, first_info.job_id)
+        if "scorer" in (a.required_resources or {})
+    ]
+    assert scorers and {a.node_id for a in scorers} == {nodes["scorer"]}
+    stopped_at = max(checkpointed_steps(run))
+
+    # The same command again resumes from that checkpoint; mid-epoch, after a checkpoint of its
+    # own, it loses train2, and Ray Train resumes again on train3, as an autoscaler would add it.
     second = submit()
-    out, _ = second.communicate(timeout=600)
-    (resumed,) = [j for j in demo_jobs() if j.submission_id != job.submission_id]
+    resumed = ray_cluster.wait_for(
+        "the second job to start",
+        lambda: [j for j in demo_jobs() if j.submission_id != job.submission_id],
+        timeout=60,
+    )[0]
+
+    def checkpointed_again() -> bool:
+        if client.get_job_status(resumed.submission_id).is_terminal():
+            raise AssertionError(client.get_job_logs(resumed.submission_id)[-3000:])
+        return max(checkpointed_steps(run), default=0) > stopped_at
+
+    ray_cluster.wait_for("a checkpoint of the resumed job", checkpointed_again, 300, every=1)
+    lost_at = max(checkpointed_steps(run))
+    ray_cluster.remove("train2")
+    try:
+        ray_cluster.add("train3", 2, {"on_demand": 1})
+        out, _ = second.communicate(timeout=600)
+    finally:
+        ray_cluster.remove("train3")
+        ray_cluster.add("train2", 2, {"on_demand": 1})
     assert client.get_job_status(resumed.submission_id) == JobStatus.SUCCEEDED, out[-3000:]
     logs = client.get_job_logs(resumed.submission_id)
     for stage in ("prepare", "mine", "augment", "score", "build"):
         assert f"{stage}: up to date, skipped" in logs
-    # Training went on from the checkpoint the stopped job left on S3.
-    assert run.read_json("manifests/train.json")["info"]["start_step"] > 0
+    # The last start of the worker group was from a checkpoint taken after the resubmission.
+    info = run.read_json("manifests/train.json")["info"]
+    assert stopped_at < info["start_step"] <= lost_at + info["steps_per_epoch"]
+    assert info["step"] == 10 * info["steps_per_epoch"]
     keys = _keys(bucket, "demo/")
     for stage in STAGES:
         assert f"demo/manifests/{stage}.json" in keys
-    assert any(k.startswith("demo/checkpoints/") for k in keys)
     assert any(k.startswith("demo/report/") and k.endswith(".png") for k in keys)
     assert "demo/.lock" not in keys
+    assert not [k for k in keys if k.startswith(("demo/.staging", "demo/.partial"))]
 
-    # Where each part ran, from Ray's State and Jobs APIs.
-    info = client.get_job_info(resumed.submission_id)
-    nodes = ray_cluster.node_ids
-    assert info.driver_node_id == nodes["head"]
-    actors = _actors(ray_cluster, info.job_id)
-    scorers = [a for a in actors if "scorer" in (a.required_resources or {})]
-    assert scorers and {a.node_id for a in scorers} == {nodes["scorer"]}
-    workers = [a for a in actors if a.class_name == "RayTrainWorker"]
-    assert {a.node_id for a in workers} == {nodes["train1"], nodes["train2"]}
+    # Where training ran: two workers on the two training nodes, then on train1 and train3.
+    resumed_info = client.get_job_info(resumed.submission_id)
+    assert resumed_info.driver_node_id == nodes["head"]
+    workers = [
+        a for a in _actors(ray_cluster, resumed_info.job_id) if a.class_name == "RayTrainWorker"
+    ]
+    by_node = {n: sum(a.node_id == n for a in workers) for n in {a.node_id for a in workers}}
+    train3 = next(n for n in by_node if n not in (nodes["train1"], nodes["train2"]))
+    assert by_node == {nodes["train1"]: 2, nodes["train2"]: 1, train3: 1}
+
+    # The exported student, read back from S3, loads and encodes.
+    local = tmp_path / "student"
+    copy_files(
+        run.path("student"),
+        str(local),
+        source_filesystem=run.fs,
+        destination_filesystem=LocalFileSystem(),
+    )
+    vec = load_student(local).encode_query(torch.tensor([[1, 2, 3]]), torch.ones(1, 3).long())
+    assert vec.shape[0] == 1 and torch.isfinite(vec).all()
