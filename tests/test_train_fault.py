@@ -1,4 +1,6 @@
-"""Checkpoints, resume and fault tolerance of the train stage, with real worker kills."""
+"""Fault tolerance of the train stage, with a real worker kill: a restart from a mid-epoch
+checkpoint. (A stopped job that relaunches from its epoch checkpoint, and a lost training node:
+tests/cluster/test_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -22,32 +24,6 @@ def registered_steps(run: RunDir) -> list[int]:
         for r in json.loads(snap.read_text())["checkpoint_results"]:
             steps.append(int(r["metrics"]["step"]))
     return sorted(steps)
-
-
-def test_relaunch_resumes_after_epoch_one(ray_session, demo_config, prepared_run, tmp_path):
-    cfg = train_config(
-        demo_config, tmp_path / "run", epochs=2, batch_size=4, max_failures=0, report_every=5
-    )
-    run = RunDir.open(cfg.run_dir)
-    n = write_train_set(prepared_run, run, "topk")
-    per_epoch = n // 4
-    killer = WorkerKiller(lambda: bool(registered_steps(run)))
-    killer.start()
-    try:
-        with pytest.raises(Exception):  # noqa: B017 - Ray wraps the worker death
-            run_stage(stage_by_name("train"), cfg, run)
-    finally:
-        killer.stop()
-    assert killer.killed, "no worker was killed"
-    assert not run.exists("student")
-    assert registered_steps(run)[0] == per_epoch
-
-    assert run_stage(stage_by_name("train"), cfg, run)
-    info = run.read_json("manifests/train.json")["info"]
-    # The relaunch started from the epoch-1 checkpoint: epoch 1 was not trained again.
-    assert info["start_step"] == per_epoch
-    assert info["step"] == 2 * per_epoch
-    assert run.exists("student")
 
 
 def test_worker_killed_mid_epoch_restarts_from_checkpoint(

@@ -144,10 +144,13 @@ def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster,
     logs = client.get_job_logs(resumed.submission_id)
     for stage in ("prepare", "mine", "augment", "score", "build"):
         assert f"{stage}: up to date, skipped" in logs
-    # The last start of the worker group was from a checkpoint taken after the resubmission.
+    # Training resumed from the stopped job's checkpoint (rank 0 says so), then, after the
+    # node loss, from a checkpoint taken after the resubmission.
+    assert f"[raykd] resumed at step {stopped_at} " in logs
     info = run.read_json("manifests/train.json")["info"]
     assert stopped_at < info["start_step"] <= lost_at + info["steps_per_epoch"]
-    assert info["step"] == 10 * info["steps_per_epoch"]
+    epochs = int(re.search(r"train\.epochs=(\d+)", command).group(1))
+    assert info["step"] == epochs * info["steps_per_epoch"]
     keys = _keys(bucket, "demo/")
     for stage in STAGES:
         assert f"demo/manifests/{stage}.json" in keys
