@@ -1,12 +1,13 @@
-"""What listens during training: every socket that the processes of a local run open for
-listening is on loopback (README, "Security"), read from the OS with psutil while a two-worker
-Ray Train job runs."""
+"""The two-worker ZeRO-2 train run of the suite: it learns (the loss falls), and every socket
+that the processes of this local run open for listening is on loopback (README, "On a
+cluster"), read from the OS with psutil while it runs."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import threading
+from pathlib import Path
 
 import psutil
 import pytest
@@ -37,12 +38,14 @@ def _listening(pids: set[int]) -> set[tuple[int, str, int, str]]:
     return out
 
 
-def test_a_local_training_run_listens_on_loopback_only(
+def test_two_workers_zero2_learn_and_listen_on_loopback_only(
     ray_session, demo_config, prepared_run, tmp_path
 ):
-    cfg = train_config(demo_config, tmp_path / "run", num_workers=2, epochs=1, batch_size=16)
+    cfg = train_config(
+        demo_config, tmp_path / "run", num_workers=2, zero_stage=2, epochs=3, batch_size=16
+    )
     run = RunDir.open(cfg.run_dir)
-    write_train_set(prepared_run, run, "topk")
+    n = write_train_set(prepared_run, run, "topk")
     seen: set[tuple[int, str, int, str]] = set()
     done = threading.Event()
 
@@ -60,6 +63,12 @@ def test_a_local_training_run_listens_on_loopback_only(
     finally:
         done.set()
         watcher.join()
+    info = run.read_json("manifests/train.json")["info"]
+    # 80 queries over 2 workers, 8 per worker per step: 5 steps per epoch.
+    assert info["steps_per_epoch"] == n // 16 and info["step"] == 3 * info["steps_per_epoch"]
+    assert info["start_step"] == 0
+    assert info["loss"] < 0.8 * info["first_loss"], info
+    assert (Path(run.path("student")) / "modules.json").is_file()
     assert seen  # the watcher saw Ray's own listeners, so it was looking
     wide = sorted(s for s in seen if not _loopback(s[1]))
     assert not wide, f"listening beyond loopback: {wide}"

@@ -26,28 +26,6 @@ def manifest_info(run: RunDir) -> dict:
     return run.read_json("manifests/train.json")["info"]
 
 
-@pytest.mark.slow
-def test_two_workers_zero2_loss_decreases(ray_session, demo_config, prepared_run, tmp_path):
-    cfg = train_config(
-        demo_config,
-        tmp_path / "run",
-        num_workers=2,
-        zero_stage=2,
-        epochs=3,
-        batch_size=16,
-    )
-    run = RunDir.open(cfg.run_dir)
-    n = write_train_set(prepared_run, run, "topk")
-    assert run_stage(stage_by_name("train"), cfg, run)
-    info = manifest_info(run)
-    # 80 queries over 2 workers, 8 per worker per step: 5 steps per epoch.
-    assert info["steps_per_epoch"] == n // 16 and info["step"] == 3 * info["steps_per_epoch"]
-    assert info["start_step"] == 0
-    first, last = info["first_loss"], info["loss"]
-    assert last < 0.8 * first, info
-    assert (Path(run.path("student")) / "modules.json").is_file()
-
-
 def test_export_loads_in_transformers_sentence_transformers_and_text_encoder(
     demo_collection, tmp_path
 ):

@@ -108,11 +108,12 @@ def _wait_for_the_jobs_api(cluster: RayCluster) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster(s3, request):
     """Head (1 CPU, ``head``), ``scorer`` (2 CPUs, ``scorer: 1``) and two training nodes
-    (2 CPUs, ``on_demand: 1`` each), all on this machine, shared by the cluster tests (a test
-    that adds or removes nodes puts this shape back).
+    (2 CPUs, ``on_demand: 1`` each), all on this machine, shared by the tests of tests/cluster
+    (a test that adds or removes nodes puts this shape back) and stopped after them, so that its
+    idle processes do not slow the rest of the suite.
 
     Ray's session folder lives under a short private temp dir (socket paths are limited to 108
     bytes); the nodes inherit the S3 endpoint and credentials that ``s3`` put in the environment.

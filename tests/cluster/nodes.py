@@ -63,6 +63,8 @@ def main() -> None:
                 # session folder unpack a job's working_dir over each other (the driver's cwd
                 # vanishes mid-run).
                 temp_dir=os.path.join(os.environ["RAY_TMPDIR"], cmd["name"]),
+                # ... and its own log monitor, which streams its workers' output to the drivers.
+                include_log_monitor=True,
             )
             nodes[cmd["name"]] = node
             _reply({"name": cmd["name"], "node_id": node.node_id})
