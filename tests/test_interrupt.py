@@ -18,6 +18,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def _as_from_a_shell() -> None:
+    """SIGINT as a terminal's shell hands it to a command: deliverable, default action. The
+    pytest process (a Ray driver after many Ray tests) need not hand it on that way."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _raykd(args, env, **kw):
     return subprocess.Popen(
         [sys.executable, "-m", "raykd.cli", *args],
@@ -25,6 +32,7 @@ def _raykd(args, env, **kw):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_shell,
         **kw,
     )
 
@@ -48,6 +56,11 @@ def test_ctrl_c_exits_130_and_run_resumes(demo_collection, tmp_path, request):
     )
     run = tmp_path / "run"
     args = ["run", "--config", str(job), "--run-dir", str(run), "--until", "mine"]
+    # What this process passes on to its children (a shell passes neither a blocked nor an
+    # ignored SIGINT): named when the interrupt does not land.
+    parent = f"parent SIGINT mask {signal.pthread_sigmask(signal.SIG_BLOCK, [])}, " + str(
+        signal.getsignal(signal.SIGINT)
+    )
     proc = _raykd(args, env)
     # Interrupt the corpus ingest on Ray Data.
     for line in proc.stderr:
@@ -57,7 +70,7 @@ def test_ctrl_c_exits_130_and_run_resumes(demo_collection, tmp_path, request):
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read()
     proc.wait(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, f"{parent}\n{err}"
     assert "raykd: error: interrupted during prepare; `raykd run` resumes from prepare" in err, err
     assert not run.exists()  # nothing committed, no staging, no lock, no empty run dir
 
