@@ -14,14 +14,17 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
+from raykd import console
 from raykd.config import ConfigError, JobConfig, dump_yaml, load_config
+from raykd.console import console_handler
 from raykd.errors import InputError, StageError
-from raykd.on_ray.session import LOOPBACK_ENV, RAY_LOGGERS, ensure_ray
+from raykd.on_ray.session import LOOPBACK_ENV, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
 from raykd.run_lock import acquire
 from raykd.stages.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
 
-log = logging.getLogger(__name__)
+# Named, not __name__: under `python -m raykd.cli` that is "__main__", outside raykd's loggers.
+log = logging.getLogger("raykd.cli")
 
 
 def _common(p: argparse.ArgumentParser, *, config_required: bool = True) -> None:
@@ -90,16 +93,20 @@ def _load(args: argparse.Namespace) -> JobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     handler = None if args.command == "config" else _open_log(args.command)
+    saved_fd = None if handler is None or args.verbose else _stderr_to_log()
+    out = os.fdopen(os.dup(saved_fd), "w", buffering=1) if saved_fd is not None else None
+    screen = console_handler(args.verbose, out)
+    root.addHandler(screen)
     terminated: list[int] = []
     previous = _unwind_on_sigterm(terminated)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        if LOG_FILE is not None:  # a failure names it instead, in its "full log" line
+            log.info("log: %s", LOG_FILE, extra=console.STORY)
+        return code
     except (ConfigError, InputError, StageError) as err:
         _fail(str(err))
         return 2
@@ -116,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        root.removeHandler(screen)
+        if saved_fd is not None:
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            out.close()
+        console_handler(False)  # library callers after main() get the plain defaults back
         _close_log(handler)
 
 
@@ -136,23 +150,47 @@ def _unwind_on_sigterm(terminated: list[int]):
 # The file that gets this command's full log (raykd's and the traceback of a failure), once the
 # run dir is known.
 LOG_FILE: Path | None = None
+_FILE_HANDLER: logging.FileHandler | None = None
 
 
 def _fail(message: str, *, exc: bool = True) -> None:
-    """The error in one line on stderr; the traceback goes to the log file, named below it."""
+    """The error in one line on the console; the traceback goes to the log file, named below
+    it."""
     if LOG_FILE is not None:
         with LOG_FILE.open("a", encoding="utf-8") as f:
             f.write(f"raykd: error: {message}\n")
             if exc:
                 f.write(traceback.format_exc())
-    print(f"raykd: error: {message}", file=sys.stderr)
+    print(f"raykd: error: {message}", file=console.stream())
     if LOG_FILE is not None:
-        print(f"raykd: full log: {LOG_FILE}", file=sys.stderr)
+        print(f"raykd: full log: {LOG_FILE}", file=console.stream())
+
+
+def _stderr_to_log() -> int | None:
+    """Point file descriptor 2 at the log file and return a copy of the old one (None when
+    stderr is not this process's own, as under pytest's capture).
+
+    Ray's C++ core, Ray Data's progress bars and Python warnings write to stderr; the console
+    then gets only what raykd writes to the copy.
+    """
+    if LOG_FILE is None or sys.stderr is not sys.__stderr__:
+        return None
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    target = os.open(LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(target, fd)
+    os.close(target)
+    return saved
 
 
 def log_dir() -> Path:
-    """Where commands log: ``RAYKD_LOG_DIR``, else ``$XDG_STATE_HOME/raykd/logs`` (by default
-    ``~/.local/state/raykd/logs``); never the run dir, which holds only committed outputs."""
+    """Where a command starts its log: ``RAYKD_LOG_DIR``, else ``$XDG_STATE_HOME/raykd/logs``
+    (by default ``~/.local/state/raykd/logs``). Once it holds the run dir's lock, the log moves
+    to ``<run>/logs/`` (``_log_beside``)."""
     if os.environ.get("RAYKD_LOG_DIR"):
         return Path(os.environ["RAYKD_LOG_DIR"])
     state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
@@ -161,24 +199,47 @@ def log_dir() -> Path:
 
 def _open_log(command: str) -> logging.Handler:
     """Log this command at INFO and up to its own file, whatever the console shows."""
-    global LOG_FILE
+    global LOG_FILE, _FILE_HANDLER
     folder = log_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     LOG_FILE = folder / f"{stamp}.log"
     handler = logging.FileHandler(LOG_FILE, encoding="utf-8")
+    handler.setLevel(logging.INFO)  # Ray Data logs at DEBUG
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
+    _FILE_HANDLER = handler
     return handler
 
 
-def _close_log(handler: logging.Handler | None) -> None:
+def _log_beside(run: RunDir, handler: logging.Handler | None) -> None:
+    """Move this command's log into ``<run>/logs/``.
+
+    Only once the command holds the run dir (a command refused up front leaves no trace there),
+    only for a local run dir (an object store cannot be appended to) and not when
+    ``RAYKD_LOG_DIR`` asks for a folder of its own. The open file moves with its name: every
+    writer (the handler, Ray's C++ core on stderr) keeps writing to it.
+    """
     global LOG_FILE
+    if LOG_FILE is None or not isinstance(handler, logging.FileHandler):
+        return
+    if run.is_local and not os.environ.get("RAYKD_LOG_DIR"):
+        dest = Path(run.path("logs")) / LOG_FILE.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(LOG_FILE, dest)
+            handler.baseFilename = str(dest)
+            LOG_FILE = dest
+        except OSError:  # another filesystem: the log stays where it started
+            pass
+
+
+def _close_log(handler: logging.Handler | None) -> None:
+    global LOG_FILE, _FILE_HANDLER
     if handler is not None:
-        for name in ("", *RAY_LOGGERS):
-            logging.getLogger(name).removeHandler(handler)
+        logging.getLogger().removeHandler(handler)
         handler.close()
-    LOG_FILE = None
+    LOG_FILE = _FILE_HANDLER = None
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -207,6 +268,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         ensure_ray(cfg.ray, args.address)
 
     with acquire(run, force=args.force_unlock):
+        _log_beside(run, _FILE_HANDLER)
         if args.command in ("run", "demo"):
             ran = run_pipeline(cfg, run, until=getattr(args, "until", None), before_run=start_ray)
             log.info("stages run: %s", ", ".join(ran) or "none (all current)")
@@ -226,9 +288,9 @@ def _print_summary(run: RunDir) -> None:
     if run.exists("metrics.json"):
         from raykd.evaluation.table import format_table
 
-        print(format_table(run.read_json("metrics.json")))
+        print(format_table(run.read_json("metrics.json")), flush=True)
     if run.exists("report/index.html"):
-        print(f"report: {run.uri_of('report/index.html')}")
+        print(f"report: {run.uri_of('report/index.html')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ def write_collection(root: Path, **files: str | bytes | None) -> Path:
     return root
 
 
+def error_block(err: str) -> str:
+    """The console from its error on, without the story lines (stages started) before it."""
+    at = err.find("raykd: error: ")
+    return err if at < 0 else err[at:]
+
+
 def snapshot(root: Path) -> dict[str, str] | None:
     """Every file under ``root`` with its content hash (None: no run dir)."""
     if not root.exists():
@@ -118,7 +124,7 @@ def test_bad_data(case, copy, tmp_path, capsys):
     code = main(
         ["prepare", "--config", str(job), "--run-dir", str(run), "--set", f"data.path={bad}"]
     )
-    err = capsys.readouterr().err
+    err = error_block(capsys.readouterr().err)
     assert code == 2, err
     assert len(err.strip().splitlines()) < 5, err
     first = err.strip().splitlines()[0]
@@ -133,7 +139,7 @@ def test_missing_data_folder_names_data_path(copy, tmp_path, capsys):
     code = main(
         ["prepare", "--config", str(job), "--run-dir", str(run), "--set", f"data.path={missing}"]
     )
-    err = capsys.readouterr().err
+    err = error_block(capsys.readouterr().err)
     assert code == 2 and "data.path" in err and str(missing) in err, err
     assert len(err.strip().splitlines()) < 5, err
     assert snapshot(run) == before
@@ -163,7 +169,7 @@ def test_bad_config(case, copy, capsys):
     overrides, message = CONFIG_CASES[case]
     argv = ["build", "--config", str(job), "--run-dir", str(run)]
     code = main(argv + [a for o in overrides for a in ("--set", o)])
-    err = capsys.readouterr().err
+    err = error_block(capsys.readouterr().err)
     assert code == 2, err
     assert message in err, err
     assert len(err.strip().splitlines()) < 5, err
@@ -184,7 +190,7 @@ def test_bad_job_file(content, message, copy, tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(content)
     code = main(["prepare", "--config", str(job), "--run-dir", str(run)])
-    err = capsys.readouterr().err
+    err = error_block(capsys.readouterr().err)
     assert code == 2 and message in err and "job.yaml" in err, err
     assert len(err.strip().splitlines()) < 5, err
     assert snapshot(run) == before
@@ -198,7 +204,7 @@ def test_missing_job_file_and_stage_out_of_order(good, tmp_path, capsys, monkeyp
     assert "nope.yaml: config file not found" in capsys.readouterr().err
     # A stage before the stages it reads: says what to run instead, and leaves no run dir.
     assert main(["eval", "--config", str(job), "--run-dir", str(fresh)]) == 2
-    err = capsys.readouterr().err
+    err = error_block(capsys.readouterr().err)
     assert "stage 'eval' needs 'prepare' to have run first" in err
     assert "raykd run --config" in err and len(err.strip().splitlines()) < 5, err
     assert snapshot(fresh) is None
@@ -228,7 +234,7 @@ def test_an_unexpected_failure_is_one_line_and_a_log(copy, tmp_path, capsys, mon
     monkeypatch.setattr(mine, "run_mine", broken)
     job, run, before = copy
     assert main(["mine", "--config", str(job), "--run-dir", str(run)]) == 1
-    err = capsys.readouterr().err
+    err = error_block(capsys.readouterr().err)
     assert err.splitlines()[0] == "raykd: error: ZeroDivisionError: division by zero in a stage"
     assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
     (log,) = (tmp_path / "logs").iterdir()

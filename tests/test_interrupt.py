@@ -5,6 +5,7 @@ run leaves scratch folders in the run dir or the temp dir."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,7 +78,8 @@ def test_ctrl_c_exits_130_and_run_resumes(demo_collection, tmp_path, request):
     again = _raykd(args, env)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
-    assert "prepare: done" in err and "mine: done" in err, err
+    assert re.search(r"^\[1/2\] prepare: [\d,]+ passages, ", err, re.M), err
+    assert re.search(r"^\[2/2\] mine: 80 queries, ", err, re.M), err
     assert (run / "pool").is_dir()
     assert sorted(p.name for p in run.iterdir()) == [
         "corpus",

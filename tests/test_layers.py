@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "raykd"
 
 # Lowest first. Within a layer, packages do not import each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "config"),
+    ("errors", "config", "console"),
     ("data",),
     ("run_dir", "models"),
     ("run_lock",),

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import ray
 
 from raykd.config import ActorPoolSpec, IndexSpec
+from raykd.console import progress
 from raykd.data.trec import Run
 from raykd.on_ray.capacity import require_pool_fits
 from raykd.retrieval.dense_search import DenseModel, encode_queries, search_embeddings
-from raykd.retrieval.embeddings import EncodeBatch, count_embeddings
+from raykd.retrieval.embeddings import EncodeBatch, count_embeddings, write_embedding_shard
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def encode_corpus(
     require_pool_fits(key, actors)
     start = time.perf_counter()
     ds = ray.data.read_parquet(corpus_uri).select_columns(["pid", "title", "text"])
+    total = ds.count()
     ds = ds.map_batches(
         EncodeBatch,
         fn_constructor_kwargs={
@@ -57,7 +59,17 @@ def encode_corpus(
         resources=actors.resources or None,
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
     )
-    ds.write_parquet(out_uri)
+    # Each block is written where it was encoded; only its row count comes back, for progress.
+    written = ds.map_batches(
+        write_embedding_shard,
+        fn_kwargs={"out_uri": out_uri},
+        batch_size=None,
+        batch_format="pyarrow",
+        num_cpus=0.25,
+    )
+    with progress("encode", total, "passages") as bar:
+        for counts in written.iter_batches(batch_size=None, batch_format="pyarrow"):
+            bar.update(sum(counts.column("rows").to_pylist()))
     n = count_embeddings(out_uri)
     wall = time.perf_counter() - start
     log.info("encoded %d passages in %.1f s (%.1f passages/s)", n, wall, n / max(wall, 1e-9))

@@ -30,15 +30,6 @@ log = logging.getLogger(__name__)
 BATCHES_PER_BLOCK = 4
 
 
-def actor_fault_tolerance() -> dict[str, Any]:
-    """Scoring actors come back after a crash and their in-flight batches are retried.
-
-    (Ray Data's defaults in 2.60; stated so a change of default cannot silently drop rows. Passed
-    as ``ray_remote_args_fn`` because 2.60 has no named parameter for them.)
-    """
-    return {"max_restarts": -1, "max_task_retries": -1}
-
-
 class _WithShared:
     """An actor of ``cls`` built with its shared kwargs fetched from the object store (the refs
     travel inside lists so that Ray hands them over unresolved)."""
@@ -88,7 +79,6 @@ def score_examples(ds: ray.data.Dataset, spec: ScorerSpec) -> ray.data.Dataset:
         num_gpus=actors.num_gpus or None,
         resources=actors.resources or None,
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
-        ray_remote_args_fn=actor_fault_tolerance,
     )
 
 
@@ -112,9 +102,15 @@ def score_dataset(teacher: Teacher, ds: ray.data.Dataset) -> ray.data.Dataset:
     return ray.data.from_arrow(teacher.combine_tables(tables))
 
 
-def collect(ds: ray.data.Dataset, schema: pa.Schema) -> pa.Table:
-    """The scored dataset as one Arrow table in ``schema`` (a shard: bounded by shard_rows)."""
-    tables = _arrow(ds)
+def collect(ds: ray.data.Dataset, schema: pa.Schema, on_rows=None) -> pa.Table:
+    """The scored dataset as one Arrow table in ``schema`` (a shard: bounded by shard_rows);
+    ``on_rows(n)`` is called as each block of ``n`` rows arrives."""
+    tables = []
+    for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if t.num_rows:
+            tables.append(t)
+            if on_rows is not None:
+                on_rows(t.num_rows)
     if not tables:
         return schema.empty_table()
     return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])

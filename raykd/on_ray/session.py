@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
+from raykd import console
 from raykd.config import ConfigError, RaySection
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
                 f"GCS; {_fix(source)})"
             ) from None
         _route_ray_logs()
+        _quiet_workers()
         log.info("joined Ray cluster at %s", target)
         return
     # The dashboard serves the State API, which Ray Train's placement-group cleaner needs: without
@@ -59,6 +61,7 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
             logging_level=logging.WARNING,
         )
     _route_ray_logs()
+    _quiet_workers()
     log.info("started a local Ray on loopback with %s", ray.cluster_resources())
 
 
@@ -161,11 +164,49 @@ def _private_tmpdir() -> Iterator[None]:
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune")
 
 
+def _quiet_workers() -> None:
+    """Unless verbose: the workers' output to the log file, no Ray Data progress bars (their
+    redraws, hundreds from the training feed alone, would fill it), no model-loading bars."""
+    from ray.data import DataContext
+    from transformers.utils import logging as hf_logging
+
+    if console.verbose():
+        return
+    route_worker_output()
+    hf_logging.disable_progress_bar()
+    DataContext.get_current().enable_progress_bars = False
+
+
+def route_worker_output() -> None:
+    """Ray's driver prints every worker's stdout and stderr (progress-bar redraws included);
+    these lines go to the log file instead (logger ``raykd.on_ray.session.workers``), and
+    raykd's own (``console.WORKER_PREFIX``) to ``console.worker_line``. Call after
+    ``ray.init``, which installs the printer this replaces: Ray has no public hook for it, so
+    this goes through ``ray._private``. The raylet's warnings, which the driver prints through
+    the same function, go there too."""
+    import ray._private.worker as ray_worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher
+
+    workers = logging.getLogger(f"{__name__}.workers")
+    global_worker_stdstream_dispatcher.remove_handler("ray_print_logs")
+    global_worker_stdstream_dispatcher.remove_handler("raykd")
+
+    def handle(data: dict) -> None:
+        who = data.get("actor_name") or data.get("task_name") or "worker"
+        for line in data.get("lines", []):
+            workers.info("(%s pid=%s) %s", who, data.get("pid"), line)
+            if line.startswith(console.WORKER_PREFIX):
+                console.worker_line(line[len(console.WORKER_PREFIX) :])
+
+    global_worker_stdstream_dispatcher.add_handler("raykd", handle)
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix=False: handle(data)
+
+
 def _route_ray_logs() -> None:
-    """Ray's own log lines (Ray Data's progress and its copy of a failed task's traceback) go to
-    raykd's log file, not the console: the console tells raykd's story, and a failure is the
-    one ``raykd: error:`` line that names the file and line."""
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    """Ray's own log lines (Ray Data's progress and its copy of a failed task's traceback) reach
+    raykd's handlers through the root logger, where the console filter keeps them off the
+    console unless verbose; Ray's own console handlers are muted. (Sharing raykd's file handler
+    with Ray's loggers instead would let ``ray.init`` reformat it.)"""
     for name in RAY_LOGGERS:
         logger = logging.getLogger(name)
         for handler in logger.handlers:
@@ -173,7 +214,4 @@ def _route_ray_logs() -> None:
                 handler, logging.StreamHandler
             ):
                 handler.setLevel(logging.CRITICAL)
-        if not logger.propagate:
-            for handler in files:
-                if handler not in logger.handlers:
-                    logger.addHandler(handler)
+        logger.propagate = True

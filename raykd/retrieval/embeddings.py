@@ -19,6 +19,7 @@ order to map FAISS row ids back::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import posixpath
 from collections.abc import Iterator
@@ -68,6 +69,21 @@ class EncodeBatch:
             pa.array(vecs.reshape(-1), type=pa.float32()), vecs.shape[1]
         )
         return pa.table({"pid": batch.column("pid"), "embedding": emb})
+
+
+def write_embedding_shard(batch: pa.Table, out_uri: str) -> pa.Table:
+    """Write one block of ``pid``, ``embedding`` rows under ``out_uri``; returns its ``rows``.
+
+    The file is named after its pids, so a retried task overwrites its own earlier attempt
+    instead of adding a duplicate.
+    """
+    if batch.num_rows == 0:
+        return pa.table({"rows": pa.array([], pa.int64())})
+    fs, root = filesystem(out_uri)
+    digest = hashlib.sha1("\n".join(batch.column("pid").to_pylist()).encode()).hexdigest()
+    fs.create_dir(root, recursive=True)
+    pq.write_table(batch, f"{root}/part-{digest[:20]}.parquet", filesystem=fs)
+    return pa.table({"rows": [batch.num_rows]})
 
 
 def count_embeddings(uri: str) -> int:

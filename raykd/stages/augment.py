@@ -196,4 +196,4 @@ def run_augment(ctx: StageContext) -> StageResult:
             )
         },
     }
-    return StageResult(rows={"examples": n}, info=info)
+    return StageResult(rows={"examples": n}, info=info, count=(n, "examples"))

@@ -143,6 +143,7 @@ def run_build(ctx: StageContext) -> StageResult:
     pool = {k.removeprefix("pool_"): _mean(diag[k]) for k in POOL_DIAGNOSTICS}
     return StageResult(
         rows={out_rel: counts["rows"]},
+        count=(counts["rows"], "candidate sets"),
         info={
             "strategy": cand.strategy,
             **counts,

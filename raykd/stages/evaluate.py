@@ -234,7 +234,11 @@ def run_eval(ctx: StageContext) -> StageResult:
     from raykd.evaluation.table import format_table
 
     log.info("eval results:\n%s", format_table(result))
-    return StageResult(rows=rows, info={"metrics": metrics, "wall_time_s": wall})
+    return StageResult(
+        rows=rows,
+        info={"metrics": metrics, "wall_time_s": wall},
+        count=(len(queries), "queries"),
+    )
 
 
 def _fmt(values: dict[str, float]) -> str:

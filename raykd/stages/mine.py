@@ -135,4 +135,4 @@ def run_mine(ctx: StageContext) -> StageResult:
     ctx.run.fs.create_dir(ctx.staging.path("pool"), recursive=True)
     pq.write_table(pool, out, filesystem=ctx.run.fs)
     log.info("mine: %d pool rows for %d queries", pool.num_rows, len(qids))
-    return StageResult(rows={"pool": pool.num_rows}, info=info)
+    return StageResult(rows={"pool": pool.num_rows}, info=info, count=(len(qids), "queries"))

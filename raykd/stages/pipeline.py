@@ -20,6 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from raykd.config import JobConfig, dump_yaml
+from raykd.console import STORY, rate_text
 from raykd.errors import StageError
 from raykd.run_dir import JOB_FILE, MANIFESTS, RunDir, Staging
 
@@ -64,6 +65,14 @@ class StageResult:
 
     rows: dict[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    # The stage's main count for the console, e.g. (22875, "pairs"); default: its first
+    # output's rows.
+    count: tuple[int, str] | None = None
+
+    def headline(self) -> tuple[int, str]:
+        if self.count is not None:
+            return self.count
+        return (next(iter(self.rows.values()), 0), "rows")
 
 
 @dataclass
@@ -246,20 +255,24 @@ def run_stage(
     *,
     force: bool = False,
     before_run: Callable[[], None] | None = None,
+    position: tuple[int, int] | None = None,
 ) -> bool:
     """Run one stage unless current, then commit its outputs. Returns True when it ran.
 
     The stage writes each declared output under ``ctx.staging``; only after it returns are the
     outputs moved into place, so a failure or Ctrl-C leaves the previous outputs untouched.
+    ``position`` (k, n) numbers the stage's console lines within a pipeline.
     """
+    name = f"[{position[0]}/{position[1]}] {stage.name}" if position else stage.name
     if not force and is_current(stage, cfg, run):
-        log.info("%s: up to date, skipped", stage.name)
+        log.info("%s: up to date, skipped", name, extra=STORY)
         return False
     fp, inputs = fingerprint(stage, cfg, run)
     if before_run is not None:
         before_run()
     staging = run.new_staging(stage.name)
-    log.info("%s: running (staging at %s)", stage.name, staging.rel)
+    log.info("%s: running", name, extra=STORY)
+    log.info("%s: staging at %s", stage.name, staging.rel)
     start = time.perf_counter()
     try:
         try:
@@ -298,8 +311,15 @@ def run_stage(
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-    log.info("%s: done in %.1f s, rows %s", stage.name, wall, result.rows)
+    n, unit = result.headline()
+    log.info("%s: %s", name, _done_line(n, unit, wall), extra=STORY)
+    log.info("%s: rows %s", stage.name, result.rows)
     return True
+
+
+def _done_line(n: int, unit: str, wall: float) -> str:
+    """``22,875 pairs, 1,860 pairs/s, 12.3 s``."""
+    return f"{n:,} {unit}{rate_text(n, wall, unit)}, {wall:.1f} s"
 
 
 def run_pipeline(
@@ -311,12 +331,14 @@ def run_pipeline(
 ) -> list[str]:
     """Run every enabled stage in order (up to ``until``); returns the stages that ran."""
     ran = []
-    for stage in STAGES:
-        if not stage.enabled(cfg):
-            continue
+    stages = [s for s in STAGES if s.enabled(cfg)]
+    if until is not None:
+        order = [s.name for s in STAGES]
+        if until not in order:
+            raise StageError(f"--until {until}: no such stage; stages: {', '.join(order)}")
+        stages = [s for s in stages if order.index(s.name) <= order.index(until)]
+    for k, stage in enumerate(stages, 1):
         # An upstream re-run with a new fingerprint changes this stage's fingerprint too.
-        if run_stage(stage, cfg, run, before_run=before_run):
+        if run_stage(stage, cfg, run, before_run=before_run, position=(k, len(stages))):
             ran.append(stage.name)
-        if stage.name == until:
-            break
     return ran

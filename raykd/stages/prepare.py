@@ -162,6 +162,7 @@ def run_prepare(ctx: StageContext) -> StageResult:
                 "%s: %d queries have no positive judgement and are left out", r_path, dropped
             )
     result.info["source"] = {"format": data.format, "root": root}
+    result.count = (result.rows["corpus"], "passages")
     return result
 
 

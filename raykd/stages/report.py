@@ -120,4 +120,4 @@ def run_report(ctx: StageContext) -> StageResult:
         for f in files:
             with ctx.run.fs.open_output_stream(f"{out}/{f.name}") as stream:
                 stream.write(f.read_bytes())
-    return StageResult(rows={"report": len(files)}, info=counts)
+    return StageResult(rows={"report": len(files)}, info=counts, count=(len(files), "files"))

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raykd.console import progress
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
 from raykd.on_ray.errors import unwrap_ray_error
@@ -105,38 +106,39 @@ def run_score(ctx: StageContext) -> StageResult:
 
     scored = skipped = 0
     score_time = 0.0
-    for i, k in enumerate(shards):
-        out_rel = f"{partial}/out/shard-{k:05d}.parquet"
-        if run.exists(out_rel):
-            skipped += 1
-            continue
-        start = time.perf_counter()
-        with unwrap_ray_error():
-            ds = (
-                ray.data.read_parquet(run.uri_of(f"{partial}/input/shard={k}"))
-                .map_batches(
-                    attach_queries,
-                    fn_kwargs={"queries": queries, "source": source},
-                    batch_size=4096,
+    with progress("score", n_total, "pairs") as bar:
+        for i, k in enumerate(shards):
+            out_rel = f"{partial}/out/shard-{k:05d}.parquet"
+            if run.exists(out_rel):
+                skipped += 1
+                continue
+            start = time.perf_counter()
+            with unwrap_ray_error():
+                ds = (
+                    ray.data.read_parquet(run.uri_of(f"{partial}/input/shard={k}"))
+                    .map_batches(
+                        attach_queries,
+                        fn_kwargs={"queries": queries, "source": source},
+                        batch_size=4096,
+                    )
+                    .materialize()
                 )
-                .materialize()
+                n_in = ds.count()
+                table = collect(score_dataset(teacher, ds), schema, bar.update)
+            if table.num_rows != n_in:
+                raise StageError(f"shard {k}: teacher returned {table.num_rows} rows for {n_in}")
+            check_scores(table, tuple(teacher.columns))
+            write_atomic(run, out_rel, table)
+            score_time += time.perf_counter() - start
+            scored += n_in
+            log.info(
+                "score: shard %d (%d/%d) %d pairs, %.1f pairs/s so far",
+                k,
+                i + 1,
+                len(shards),
+                n_in,
+                scored / score_time,
             )
-            n_in = ds.count()
-            table = collect(score_dataset(teacher, ds), schema)
-        if table.num_rows != n_in:
-            raise StageError(f"shard {k}: teacher returned {table.num_rows} rows for {n_in}")
-        check_scores(table, tuple(teacher.columns))
-        write_atomic(run, out_rel, table)
-        score_time += time.perf_counter() - start
-        scored += n_in
-        log.info(
-            "score: shard %d (%d/%d) %d pairs, %.1f pairs/s so far",
-            k,
-            i + 1,
-            len(shards),
-            n_in,
-            scored / score_time,
-        )
 
     n_out = assemble(ctx, partial, shards, schema)
     if n_out != n_total:
@@ -149,6 +151,7 @@ def run_score(ctx: StageContext) -> StageResult:
         log.info("score: %d pairs in %.1f s (%.1f pairs/s)", scored, score_time, pairs_per_s)
     return StageResult(
         rows={"scores": n_out},
+        count=(scored, "pairs"),
         info={
             "pairs_scored": scored,
             "shards": len(shards),

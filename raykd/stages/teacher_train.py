@@ -51,4 +51,8 @@ def run_teacher_train(ctx: StageContext) -> StageResult:
         name=f"teacher-train-{ctx.fingerprint[:12]}",
     )
     keys = ("loss", "first_loss", "step", "start_step", "samples_per_s", "rows")
-    return StageResult(rows={"teacher_model": 1}, info={k: summary.get(k) for k in keys})
+    return StageResult(
+        rows={"teacher_model": 1},
+        info={k: summary.get(k) for k in keys},
+        count=(summary["step"] - summary["start_step"], "steps"),
+    )

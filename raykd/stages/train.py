@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from raykd.config import JobConfig, TrainerSection
+from raykd.console import progress
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
 from raykd.models import resolve_model
@@ -112,7 +113,8 @@ def fit(
         storage_path,
         name,
     )
-    with unwrap_ray_error():
+    # Rank 0 prints each report's step (raykd.training.loop); the console reads it back.
+    with unwrap_ray_error(), progress(section.replace(".", "-"), steps * params.epochs, "steps"):
         result = trainer.fit()
     return {**result.return_value, "steps_per_epoch": steps, "rows": n_rows}
 
@@ -121,11 +123,15 @@ READ_CPUS = 0.25
 
 
 def _ordered_ingest():
-    import ray.train
+    from ray.data import DataContext, ExecutionOptions
 
-    options = ray.train.DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return options
+    # Ray's default_ingest_options() passes the deprecated exclude_resources along.
+    current = DataContext.get_current().execution_options
+    return ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=True,
+        verbose_progress=current.verbose_progress,
+    )
 
 
 def run_train(ctx: StageContext) -> StageResult:
@@ -138,7 +144,7 @@ def run_train(ctx: StageContext) -> StageResult:
     # A fraction of a CPU per read: the trainer's workers already hold most of a small node, and
     # a whole-CPU read task can wait forever behind them (or behind a reservation a stopped Tune
     # trial leaked).
-    ds = ray.data.read_parquet(source, ray_remote_args={"num_cpus": READ_CPUS})
+    ds = ray.data.read_parquet(source, num_cpus=READ_CPUS)
     missing = [c for c in TRAIN.names if c not in ds.schema().names]
     if missing:
         raise InputError(source, f"missing columns {missing} (expected {TRAIN.names})")
@@ -166,4 +172,8 @@ def run_train(ctx: StageContext) -> StageResult:
         "steps_per_epoch",
         "rows",
     )
-    return StageResult(rows={"student": 1}, info={k: summary.get(k) for k in keys})
+    return StageResult(
+        rows={"student": 1},
+        info={k: summary.get(k) for k in keys},
+        count=(summary["step"] - summary["start_step"], "steps"),
+    )

@@ -152,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         )
         batches = shard.iter_torch_batches(
             batch_size=params.micro_batch,
-            collate_fn=task.collate,
+            collate_fn=_ray_collate(task.collate),
             drop_last=True,
             device=device,
             prefetch_batches=2,
@@ -203,6 +203,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "first_loss": state["first_loss"],
     }
     return summary
+
+
+def _ray_collate(fn: Callable[[dict], dict]):
+    """The task's collator as Ray Data takes it: an instance of a collate class (a plain
+    callable is deprecated). Batches arrive as dicts of numpy arrays."""
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class Collate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return fn(batch)
+
+    return Collate()
 
 
 def _steps(batches, grad_accum: int, limit: int, skip: int):
