@@ -221,10 +221,10 @@ def test_remote_run_dir_publishes_the_event_files(s3, tmp_path):
     run = RunDir.open(s3("raykd-tracking") + "/run")
     for launch in range(2):  # a relaunch adds its own event file beside the first
         tracked = TrackedRun.open(TrackingSection(), run, "train-abc")
-        assert Path(tracked.root).is_dir()  # the trackers write locally
         with tracked.trackers(resumable=True) as trackers:
             trackers.log({"train/loss": 1.0 + launch}, 1)
             trackers.log({"train/loss": 2.0 + launch}, 2)
+        assert list(Path(tracked.root).rglob("events.out.tfevents.*"))  # written locally
         tracked.publish()
         assert not Path(tracked.root).exists()
     remote = run.path("tracking/tensorboard/train-abc")

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,8 @@ class TrackedRun:
         require_extras(section)
         if run.is_local:
             root = os.path.abspath(run.path(TRACKING))
-        else:
-            root = tempfile.mkdtemp(prefix="raykd-tracking-")
+        else:  # created by the first tracker that writes: a stage failing earlier leaves none
+            root = os.path.join(tempfile.gettempdir(), f"raykd-tracking-{uuid.uuid4().hex[:12]}")
         return cls(section, run.uri, name, root, dict(params or {}))
 
     def trackers(self, *, resumable: bool) -> Trackers:
