@@ -22,6 +22,7 @@ from raykd.on_ray.session import LOOPBACK_ENV, ensure_ray
 from raykd.run_dir import JOB_FILE, RunDir
 from raykd.run_lock import acquire
 from raykd.stages.pipeline import STAGES, run_pipeline, run_stage, stage_by_name
+from raykd.tracking import require_extras
 
 # Named, not __name__: under `python -m raykd.cli` that is "__main__", outside raykd's loggers.
 log = logging.getLogger("raykd.cli")
@@ -259,6 +260,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         args.config = args.config or demo_config_path()
         args.run_dir = args.run_dir or "runs/demo"
     cfg = _load(args)
+    # A tracker's missing package fails here, before any stage work (and not on Ray's workers,
+    # which validate the config but never track).
+    require_extras(cfg.tracking)
     if not (args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS")):
         # Before anything imports ray: keeps a local Ray's ports on loopback (on_ray.session).
         os.environ.setdefault(LOOPBACK_ENV, "0")

@@ -136,3 +136,25 @@ def test_loss_settings_exist_only_for_their_loss(tmp_path):
         load_config(None, ["train.loss=margin_mse", "candidates.strategy=dark"])
     with pytest.raises(ConfigError, match=r"now train\.loss\.teacher_temperature"):
         load_config(None, ["train.teacher_temperature=0.05"])
+
+
+def test_tracking_section_defaults_switches_and_bad_keys(tmp_path):
+    cfg = load_config(write(tmp_path, {}))
+    assert cfg.tracking.tensorboard and cfg.tracking.mlflow is None and cfg.tracking.wandb is None
+    # ``true`` (or {}) turns a tracker on with its embedded defaults: SQLite store, offline W&B.
+    cfg = load_config(write(tmp_path, {}), ["tracking.mlflow=true", "tracking.wandb={}"])
+    assert cfg.tracking.mlflow.tracking_uri is None and cfg.tracking.mlflow.experiment == "raykd"
+    assert (cfg.tracking.wandb.mode, cfg.tracking.wandb.project) == ("offline", "raykd")
+    with pytest.raises(ConfigError, match=r"tracking\.wandb\.mode: Input should be"):
+        load_config(write(tmp_path, {"tracking": {"wandb": {"mode": "cloud"}}}))
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow\.uri: unknown key"):
+        load_config(write(tmp_path, {}), ["tracking.mlflow.uri=http://x"])
+
+
+def test_embedded_mlflow_store_needs_a_local_run_dir(tmp_path):
+    with pytest.raises(ConfigError, match=r"tracking\.mlflow\.tracking_uri is null with run_dir"):
+        load_config(write(tmp_path, {}), ["tracking.mlflow=true"], run_dir="s3://b/r")
+    cfg = load_config(
+        write(tmp_path, {}), ["tracking.mlflow.tracking_uri=http://127.0.0.1:5000"], "s3://b/r"
+    )
+    assert cfg.tracking.mlflow.tracking_uri == "http://127.0.0.1:5000"

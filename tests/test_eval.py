@@ -179,6 +179,12 @@ def test_eval_stage_all_systems(ray_session, demo_config, demo_collection, tmp_p
     assert {q: set(d) for q, d in reranked.items()} == {
         q: set(d) for q, d in truncate_run(bm25, 10).items()
     }
+    # The measures reached the tracked run of the training (the stand-in's manifest: no step).
+    from tests.test_tracking import tensorboard_scalars
+
+    tb = tensorboard_scalars(run.path("tracking/tensorboard/train-stand-in"))
+    assert len(tb) == 4 * 5
+    assert tb["eval/student/nDCG_10"] == [(0, pytest.approx(metrics["student"]["nDCG@10"]))]
     # Corpus embeddings stayed in staging, which is gone.
     assert not list((tmp_path / "run" / ".staging").glob("eval-*"))
     assert not (tmp_path / "run" / "embeddings").exists()

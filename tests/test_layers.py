@@ -15,7 +15,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "config", "console"),
     ("data",),
     ("run_dir", "models"),
-    ("run_lock",),
+    ("run_lock", "tracking"),
     ("retrieval",),
     ("mining", "training"),
     ("student",),

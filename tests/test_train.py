@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raykd.config import TrackingSection
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import run_stage, stage_by_name
+from tests.test_tracking import mlflow_history, mlflow_run, tensorboard_scalars
 from tests.train_helpers import write_train_set
 
 
@@ -100,7 +102,8 @@ def test_dark_applies_self_paced_subset(
     ray_session, demo_config, prepared_run, tmp_path, workers, accum
 ):
     """ADAM Eq. 8 ranks the global batch: 2 workers x 2 micro-batches of 2 keep as many rows per
-    step as 1 worker with a micro-batch of 8."""
+    step as 1 worker with a micro-batch of 8. The trackers (TensorBoard, MLflow from Ray Train's
+    controller) get one point per optimizer step, with the kept ratio of each epoch."""
     cfg = train_config(
         demo_config,
         tmp_path / "run",
@@ -110,6 +113,7 @@ def test_dark_applies_self_paced_subset(
         num_workers=workers,
         grad_accum=accum,
     )
+    cfg.tracking = TrackingSection(mlflow={})
     run = RunDir.open(cfg.run_dir)
     n = write_train_set(prepared_run, run, "dark")
     assert run_stage(stage_by_name("train"), cfg, run)
@@ -118,6 +122,20 @@ def test_dark_applies_self_paced_subset(
     steps = n // 8
     assert info["batch_total"] == 2 * steps * 8
     assert info["kept_total"] == steps * 6 + steps * 4
+
+    name = f"train-{run.read_json('manifests/train.json')['fingerprint'][:12]}"
+    tb = tensorboard_scalars(run.path(f"tracking/tensorboard/{name}"))
+    every_step = list(range(1, 2 * steps + 1))  # reports came every 2 steps (report_every)
+    assert [s for s, _ in tb["train/loss"]] == every_step
+    assert [v for _, v in tb["train/kept_ratio"]] == pytest.approx([0.75] * steps + [0.5] * steps)
+    assert [v for _, v in tb["train/epoch"]] == [1] * steps + [2] * steps
+    # The rate each step ran at: transformers' warm-up starts at 0 (warmup_steps 2, lr 1e-3).
+    assert tb["train/lr"][:3] == [(1, 0.0), (2, pytest.approx(5e-4)), (3, pytest.approx(1e-3))]
+    assert {"train/kd", "train/sup", "train/samples_per_s"} <= set(tb)
+    client, found = mlflow_run(run.path("tracking"), name)
+    assert [s for s, _ in mlflow_history(client, found.info.run_id, "train/loss")] == every_step
+    assert found.info.status == "FINISHED"
+    assert found.data.params["train.grad_accum"] == str(accum)
 
 
 def _student_weights(run: RunDir) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ import pytest
 
 from raykd.config import JobConfig, load_config
 from raykd.run_dir import RunDir
-from raykd.stages.tune import max_concurrent, shared_paths, trial_config
+from raykd.stages.tune import EXPERIMENT, max_concurrent, shared_paths, trial_config
 
 # --- overlay -----------------------------------------------------------------------------------
 
@@ -145,6 +146,14 @@ def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
         assert not trial.exists("scores")
         if r["epochs"] == 2:
             assert trial.exists("student") and "student" in trial.read_json("metrics.json")
+    # Each trial is a TensorBoard run of Tune's (its dev metric, per epoch) and has its train
+    # stage's per-step curves in its own folder.
+    sweep = Path(run.path(f"tune/{EXPERIMENT}"))
+    for r in rows:
+        (folder,) = [p for p in sweep.iterdir() if p.is_dir() and r["trial"] in p.name]
+        assert list(folder.glob("events.out.tfevents.*")), folder
+        curves = Path(run.path(f"tune/trials/{r['trial']}/tracking/tensorboard"))
+        assert list(curves.glob("train-*/events.out.tfevents.*")), curves
 
     best = load_config(run.path("tune/best.yaml"))
     assert best.train.lambda_sup == pytest.approx(rows[0]["train.lambda_sup"])

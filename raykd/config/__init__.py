@@ -25,6 +25,7 @@ from raykd.config.sections import (
     TeacherMember,
     TeacherSection,
     TeacherTrainSection,
+    TrackingSection,
     TrainerSection,
     TrainSection,
     TuneSection,
@@ -36,9 +37,11 @@ from raykd.config.specs import (
     IndexSpec,
     KlLoss,
     MarginMseLoss,
+    MlflowSpec,
     RankNetLoss,
     Section,
     TeacherActors,
+    WandbSpec,
 )
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "JobConfig",
     "KlLoss",
     "MarginMseLoss",
+    "MlflowSpec",
     "MiningSection",
     "RankNetLoss",
     "RaySection",
@@ -63,9 +67,11 @@ __all__ = [
     "TeacherMember",
     "TeacherSection",
     "TeacherTrainSection",
+    "TrackingSection",
     "TrainSection",
     "TrainerSection",
     "TuneSection",
+    "WandbSpec",
     "apply_override",
     "dump_yaml",
     "load_config",
@@ -174,6 +180,11 @@ def reference_markdown() -> str:
             if sub is not None and sub is not IndexSpec:
                 walk(sub, path + ".")
                 continue
+            optional = _optional_section(ann)
+            if optional is not None:  # a section that is off by default: its keys when set
+                row(path, f"{optional.__name__} | None", None, field.description or "")
+                walk(optional, path + ".")
+                continue
             default = field.get_default(call_default_factory=True)
             if field.discriminator:  # a union of sections: its tag, then each variant's keys
                 variants = get_args(ann)
@@ -191,6 +202,16 @@ def reference_markdown() -> str:
     walk(JobConfig, "")
     header = "| key | type | default | meaning |\n|---|---|---|---|"
     return header + "\n" + "\n".join(out)
+
+
+def _optional_section(ann: Any) -> type[BaseModel] | None:
+    """The section of an ``X | None`` annotation, else None."""
+    args = [a for a in get_args(ann) if a is not type(None)]
+    if len(args) == 1 and len(get_args(ann)) == 2:
+        sub = args[0]
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            return sub
+    return None
 
 
 REFERENCE_START = "<!-- config-reference:start -->"

@@ -59,4 +59,15 @@ def cross_section_errors(job: JobConfig) -> list[str]:
             )
     if a.min_actors > a.max_actors:
         errors.append(f"augment.min_actors {a.min_actors} > augment.max_actors {a.max_actors}")
+    mlflow = job.tracking.mlflow
+    if mlflow is not None and mlflow.tracking_uri is None and _remote(job.run_dir):
+        errors.append(
+            f"tracking.mlflow.tracking_uri is null with run_dir {job.run_dir}: MLflow's "
+            "embedded SQLite store needs a local run dir; give a server (http://host:5000) "
+            "or a local sqlite:/// URI"
+        )
     return errors
+
+
+def _remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")

@@ -15,9 +15,11 @@ from raykd.config.specs import (
     IndexSpec,
     KdLoss,
     KlLoss,
+    MlflowSpec,
     Section,
     Seed,
     TeacherActors,
+    WandbSpec,
 )
 
 
@@ -351,6 +353,26 @@ class TuneSection(Section):
     )
 
 
+class TrackingSection(Section):
+    """Where train metrics (per optimizer step) and eval metrics go besides the log."""
+
+    tensorboard: bool = Field(
+        True, description="TensorBoard event files in <run_dir>/tracking/tensorboard/<run>."
+    )
+    mlflow: MlflowSpec | None = Field(
+        None, description="MLflow (pip install 'raykd[mlflow]'); null: off, {}: the defaults."
+    )
+    wandb: WandbSpec | None = Field(
+        None, description="W&B (pip install 'raykd[wandb]'); null: off, {}: the defaults."
+    )
+
+    @field_validator("mlflow", "wandb", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        # ``--set tracking.mlflow=true`` turns a tracker on with its defaults.
+        return {} if v is True else None if v is False else v
+
+
 class JobConfig(Section):
     """A whole job: one section per pipeline stage, validated together."""
 
@@ -365,6 +387,7 @@ class JobConfig(Section):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     tune: TuneSection = TuneSection()
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
     def _sections_agree(self) -> JobConfig:

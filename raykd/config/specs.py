@@ -134,3 +134,25 @@ class RankNetLoss(Section):
 
 
 KdLoss = Annotated[KlLoss | MarginMseLoss | RankNetLoss, Field(discriminator="name")]
+
+
+class MlflowSpec(Section):
+    """An MLflow destination for tracked metrics (the ``mlflow`` extra)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI: a server (http://host:5000) or a database "
+        "(sqlite:///path.db); None: a SQLite store in <run_dir>/tracking/mlflow (local run dirs).",
+    )
+    experiment: str = Field("raykd", min_length=1, description="MLflow experiment of the runs.")
+
+
+class WandbSpec(Section):
+    """A Weights & Biases destination for tracked metrics (the ``wandb`` extra)."""
+
+    project: str = Field("raykd", min_length=1, description="W&B project of the runs.")
+    mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="offline: runs written under the run dir for a later `wandb sync`; online: "
+        "streamed to W&B (needs WANDB_API_KEY or `wandb login`).",
+    )

@@ -12,6 +12,8 @@ Systems:
 Each writes ``runs/<system>.trec``; ``metrics.json`` holds ``{system: {measure: value}}`` plus
 ``split``, ``systems`` (row order), ``measures``, query counts, timings and the settings used.
 Corpus embeddings live in the stage's staging folder and are dropped after each system's search.
+The measures also go to the trackers (``eval/<system>/<measure>``), into the tracked run of the
+training whose student was evaluated, at its last step.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from raykd.on_ray.scoring import rerank_teacher
 from raykd.retrieval.dense_search import DenseModel
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import StageContext, StageResult
+from raykd.stages.train import run_name
+from raykd.tracking import TrackedRun, eval_points
+from raykd.tuning.loggers import trial_tracking
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +236,7 @@ def run_eval(ctx: StageContext) -> StageResult:
         **metrics,
     }
     ctx.run.write_json(f"{ctx.staging.rel}/metrics.json", result)
+    track_eval(ctx, result)
     from raykd.evaluation.table import format_table
 
     log.info("eval results:\n%s", format_table(result))
@@ -239,6 +245,27 @@ def run_eval(ctx: StageContext) -> StageResult:
         info={"metrics": metrics, "wall_time_s": wall},
         count=(len(queries), "queries"),
     )
+
+
+def track_eval(ctx: StageContext, result: dict[str, Any]) -> None:
+    """Log the measures into the train stage's tracked run at its last step when the student is
+    evaluated (the same TensorBoard folder, MLflow and W&B run as its training curves), else
+    into a tracked run of this eval's own."""
+    train = None
+    if "student" in result["systems"] and ctx.run.exists("manifests/train.json"):
+        train = ctx.manifest("train")
+    if train is not None:
+        name, step = run_name("train", train["fingerprint"]), train.get("info", {}).get("step")
+    else:
+        name, step = run_name(ctx.stage, ctx.fingerprint), 0
+    tracked = TrackedRun.open(trial_tracking(ctx.cfg.tracking), ctx.run, name)
+    if tracked is None:
+        return
+    try:
+        with tracked.trackers(resumable=False) as trackers:
+            trackers.log(eval_points(result), int(step or 0))
+    finally:
+        tracked.publish()
 
 
 def _fmt(values: dict[str, float]) -> str:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from raykd.errors import InputError
 from raykd.models import resolve_model
 from raykd.stages.pipeline import StageContext, StageResult
-from raykd.stages.train import fit
+from raykd.stages.train import fit, run_name, tracked_run
 from raykd.teacher.finetune import training_rows
 
 TEACHER_TASK = "raykd.teacher.finetune:teacher_task"
@@ -48,7 +48,8 @@ def run_teacher_train(ctx: StageContext) -> StageResult:
         model_dir=resolve_model(cfg.teacher.model),
         export_uri=ctx.staging.uri("teacher_model"),
         storage_path=run.uri_of("checkpoints"),
-        name=f"teacher-train-{ctx.fingerprint[:12]}",
+        name=run_name(ctx.stage, ctx.fingerprint),
+        tracked=tracked_run(ctx),
     )
     keys = ("loss", "first_loss", "step", "start_step", "samples_per_s", "rows")
     return StageResult(

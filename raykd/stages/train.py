@@ -2,7 +2,8 @@
 
 Checkpoints live under ``<run_dir>/checkpoints/<name>`` with a name derived from the stage's
 fingerprint, so relaunching the same stage resumes from its latest checkpoint, while a changed
-config starts a fresh run.
+config starts a fresh run. The tracked run (``<run_dir>/tracking``, ``raykd.tracking``) has the
+same name, so its curves continue too.
 """
 
 from __future__ import annotations
@@ -17,13 +18,28 @@ from raykd.errors import InputError
 from raykd.models import resolve_model
 from raykd.on_ray.capacity import require_fits
 from raykd.on_ray.errors import unwrap_ray_error
-from raykd.stages.pipeline import StageContext, StageResult
+from raykd.stages.pipeline import StageContext, StageResult, stage_by_name
+from raykd.tracking import TrackedRun, flat_params
 from raykd.training.loop import loop_config, train_loop_per_worker, trainer_section
+from raykd.tuning.loggers import trial_tracking
 from raykd.tuning.report import DEV_STUDENT_TASK, tune_callbacks
 
 log = logging.getLogger(__name__)
 
 STUDENT_TASK = "raykd.student.task:student_task"
+
+
+def run_name(stage: str, fingerprint: str) -> str:
+    """The name of a training stage's checkpoints and tracked run: a relaunch finds both."""
+    return f"{stage}-{fingerprint[:12]}"
+
+
+def tracked_run(ctx: StageContext) -> TrackedRun | None:
+    """The stage's tracked run, its parameters the config its outputs depend on."""
+    keys = stage_by_name(ctx.stage).config_keys
+    params = flat_params({k: ctx.cfg.subtree(k) for k in keys})
+    name = run_name(ctx.stage, ctx.fingerprint)
+    return TrackedRun.open(trial_tracking(ctx.cfg.tracking), ctx.run, name, params)
 
 
 def steps_per_epoch(n_rows: int, params: TrainerSection) -> int:
@@ -43,9 +59,11 @@ def fit(
     storage_path: str,
     name: str,
     callbacks: list | None = None,
+    tracked: TrackedRun | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` on ``dataset`` with TorchTrainer, as the trainer section at ``section``
-    ("train" or "teacher.train") of ``job`` says; returns the final summary metrics.
+    ("train" or "teacher.train") of ``job`` says; returns the final summary metrics. Its
+    reports reach the ``tracked`` run's trackers, published to the run dir even on failure.
 
     Shared by the student ``train`` stage and the ``teacher-train`` stage.
     """
@@ -72,6 +90,11 @@ def fit(
             f"{n_rows} training rows give no full step of {params.batch_size} queries "
             f"({params.num_workers} workers x {params.grad_accum} accumulation)",
         )
+    callbacks = list(callbacks or [])
+    if tracked is not None:
+        from raykd.on_ray.tracking import TrackingCallback
+
+        callbacks.append(TrackingCallback(tracked, last_step=steps * params.epochs))
     resources = {"CPU": cpus, **extra}
     if params.use_gpu:
         resources["GPU"] = 1
@@ -96,7 +119,7 @@ def fit(
             name=name,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=params.num_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=params.max_failures),
-            callbacks=callbacks or [],
+            callbacks=callbacks,
         ),
         datasets={"train": dataset},
         # Rows in file order: with the seeded dropout, a seed's run on one worker is repeatable.
@@ -114,8 +137,13 @@ def fit(
         name,
     )
     # Rank 0 prints each report's step (raykd.training.loop); the console reads it back.
-    with unwrap_ray_error(), progress(section.replace(".", "-"), steps * params.epochs, "steps"):
-        result = trainer.fit()
+    bar = progress(section.replace(".", "-"), steps * params.epochs, "steps")
+    try:
+        with unwrap_ray_error(), bar:
+            result = trainer.fit()
+    finally:
+        if tracked is not None:
+            tracked.publish()
     return {**result.return_value, "steps_per_epoch": steps, "rows": n_rows}
 
 
@@ -157,8 +185,9 @@ def run_train(ctx: StageContext) -> StageResult:
         model_dir=resolve_model(cfg.student.model),
         export_uri=ctx.staging.uri("student"),
         storage_path=ctx.run.uri_of("checkpoints"),
-        name=f"train-{ctx.fingerprint[:12]}",
+        name=run_name(ctx.stage, ctx.fingerprint),
         callbacks=tune_callbacks(cfg),
+        tracked=tracked_run(ctx),
     )
     keys = (
         "loss",

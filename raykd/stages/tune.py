@@ -24,6 +24,7 @@ from raykd.config import ConfigError, JobConfig, TrainSection, validate
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import MANIFESTS, STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.tuning.dev_metric import write_dev_set
+from raykd.tuning.loggers import tune_loggers
 from raykd.tuning.space import SearchSpace, apply_values, load_space
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,9 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
                 scheduler=scheduler,
                 search_alg=search_alg,
             ),
-            run_config=tune.RunConfig(storage_path=storage, name=EXPERIMENT),
+            run_config=tune.RunConfig(
+                storage_path=storage, name=EXPERIMENT, callbacks=tune_loggers(cfg.tracking, run)
+            ),
         )
     grid = tuner.fit()
     rows = result_rows(grid, space, tu.metric, tu.mode)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from raykd.config import JobConfig, TrainerSection
+from raykd.tracking import PER_STEP
 from raykd.training.deepspeed_config import deepspeed_config
 from raykd.training.meter import Meter
 
@@ -159,6 +160,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             **shuffle,
         )
         for step_batches in _steps(batches, params.grad_accum, micro_per_epoch, skip):
+            lr = sched.get_last_lr()[0]  # the rate this step runs at
             if task.on_step is not None:
                 task.on_step([b for _, b in step_batches], epoch)
             for i, batch in step_batches:
@@ -177,19 +179,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 state["batch"] += b
                 meter.add(loss.item(), metrics, b * world)
             step = engine.global_steps
+            meter.end_step(step, epoch, lr)
             if step_batches[-1][0] + 1 == micro_per_epoch:  # the epoch-end report checkpoints it
                 continue
             if params.checkpoint_every_steps and step % params.checkpoint_every_steps == 0:
-                _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=True)
+                _report(
+                    engine, meter.flush(), meter, state, epoch, step, sched, rank, checkpoint=True
+                )
             elif step % params.report_every == 0:
-                _report(engine, meter.flush(), state, epoch, step, sched, rank, checkpoint=False)
+                _report(
+                    engine, meter.flush(), meter, state, epoch, step, sched, rank, checkpoint=False
+                )
         state["epochs_done"], state["micro_in_epoch"] = epoch, 0
         epoch_metrics = meter.flush()
         if task.on_epoch_end is not None:
             epoch_metrics.update(task.on_epoch_end(engine.module))
-        _report(
-            engine, epoch_metrics, state, epoch, engine.global_steps, sched, rank, checkpoint=True
-        )
+        step = engine.global_steps
+        _report(engine, epoch_metrics, meter, state, epoch, step, sched, rank, checkpoint=True)
 
     _export(engine, task, params, rank, config["export_uri"])
     summary = {
@@ -237,7 +243,9 @@ def _steps(batches, grad_accum: int, limit: int, skip: int):
             step = []
 
 
-def _report(engine, metrics, state, epoch, step, sched, rank, *, checkpoint: bool) -> None:
+def _report(engine, metrics, meter: Meter, state, epoch, step, sched, rank, *, checkpoint) -> None:
+    """Report a window's ``metrics`` (rank 0 also prints them) with the meter's per-step records
+    of the window; with ``checkpoint``, the engine's state too."""
     import ray.train
 
     if state["first_loss"] is None and "loss" in metrics:
@@ -249,6 +257,7 @@ def _report(engine, metrics, state, epoch, step, sched, rank, *, checkpoint: boo
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
         )
         print(f"[raykd] {shown}", flush=True)
+    metrics[PER_STEP] = meter.take_steps()
     if not checkpoint:
         ray.train.report(metrics)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from raykd.config import JobConfig
+from raykd.tracking import PER_STEP
 
 # The train loop task of a run with tune.dev_set: the student plus the per-epoch dev metric.
 DEV_STUDENT_TASK = "raykd.tuning.dev_metric:dev_student_task"
@@ -19,6 +20,8 @@ def _epoch_callback(metric: str):
 
         def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
             if metric in metrics[0]:
+                # The per-step records are the trackers' (raykd.on_ray.tracking), not a result.
+                metrics = [{k: v for k, v in m.items() if k != PER_STEP} for m in metrics]
                 super().after_report(run_context, metrics, checkpoint)
 
     return EpochReportCallback()
