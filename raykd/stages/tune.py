@@ -20,11 +20,14 @@ from typing import Any
 
 import yaml
 
+from raykd import console
 from raykd.config import ConfigError, JobConfig, TrainSection, validate
+from raykd.console import STORY, progress
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import MANIFESTS, STAGES, run_pipeline, run_stage, stage_by_name
 from raykd.tuning.dev_metric import write_dev_set
 from raykd.tuning.loggers import tune_loggers
+from raykd.tuning.report import trial_progress
 from raykd.tuning.space import SearchSpace, apply_values, load_space
 
 log = logging.getLogger(__name__)
@@ -142,8 +145,9 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
         reduction_factor=tu.reduction_factor,
     )
     storage, path = run.uri_of("tune"), run.uri_of(f"tune/{EXPERIMENT}")
+    bar = progress("tune", None, "trials")
     if tune.Tuner.can_restore(path):
-        log.info("tune: resuming the interrupted sweep at %s", path)
+        log.info("tune: resuming the interrupted sweep at %s", path, extra=STORY)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         log.info(
@@ -154,6 +158,7 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
             grace,
             tu.reduction_factor,
             concurrent,
+            extra=STORY,
         )
         tuner = tune.Tuner(
             trainable,
@@ -167,10 +172,15 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
                 search_alg=search_alg,
             ),
             run_config=tune.RunConfig(
-                storage_path=storage, name=EXPERIMENT, callbacks=tune_loggers(cfg.tracking, run)
+                storage_path=storage,
+                name=EXPERIMENT,
+                callbacks=[*tune_loggers(cfg.tracking, run), trial_progress(bar, tu.metric)],
+                # Tune's status tables go to the log with the rest of Ray's output; -v shows them.
+                verbose=None if console.verbose() else 0,
             ),
         )
-    grid = tuner.fit()
+    with bar:
+        grid = tuner.fit()
     rows = result_rows(grid, space, tu.metric, tu.mode)
     if not rows or all(r[tu.metric] is None for r in rows):
         errors = [str(r.error) for r in grid if r.error]
@@ -185,7 +195,9 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
     summary = TuneSummary(rows, best, best_cfg, wall)
     write_results(run, summary, list(space.params), tu.metric)
     print(format_markdown(rows, list(space.params), tu.metric))
-    log.info("tune: done in %.1f s; best config %s", wall, run.uri_of("tune/best.yaml"))
+    log.info(
+        "tune: done in %.1f s; best config %s", wall, run.uri_of("tune/best.yaml"), extra=STORY
+    )
     return summary
 
 

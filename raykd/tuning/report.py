@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from raykd.config import JobConfig
 from raykd.tracking import PER_STEP
+
+log = logging.getLogger(__name__)
 
 # The train loop task of a run with tune.dev_set: the student plus the per-epoch dev metric.
 DEV_STUDENT_TASK = "raykd.tuning.dev_metric:dev_student_task"
@@ -34,3 +37,24 @@ def tune_callbacks(cfg: JobConfig) -> list:
     if cfg.tune.dev_set is None or not _in_tune_session():
         return []
     return [_epoch_callback(cfg.tune.metric)]
+
+
+def trial_progress(bar, metric: str):
+    """A Tune callback (run in the driver) that counts finished trials on ``bar`` and tells the
+    console each trial's end: its best ``metric``, or its error."""
+    from ray.tune import Callback
+
+    from raykd.console import STORY
+
+    class TrialProgress(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            bar.update(1)
+            value = (trial.last_result or {}).get(metric)
+            shown = f"{metric} {value:.4f}" if isinstance(value, float) else "no metric"
+            log.info("tune: trial %s ended (%s)", trial.trial_id, shown, extra=STORY)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            bar.update(1)
+            log.warning("tune: trial %s failed (its error: the sweep's results)", trial.trial_id)
+
+    return TrialProgress()

@@ -142,11 +142,13 @@ def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster,
         ray_cluster.add("train2", 2, {"on_demand": 1})
     assert client.get_job_status(resumed.submission_id) == JobStatus.SUCCEEDED, out[-3000:]
     logs = client.get_job_logs(resumed.submission_id)
-    for stage in ("prepare", "mine", "augment", "score", "build"):
-        assert f"{stage}: up to date, skipped" in logs
-    # Training resumed from the stopped job's checkpoint (rank 0 says so), then, after the
-    # node loss, from a checkpoint taken after the resubmission.
-    assert f"[raykd] resumed at step {stopped_at} " in logs
+    for k, stage in enumerate(("prepare", "mine", "augment", "score", "build"), 1):
+        assert f"[{k}/8] {stage}: up to date, skipped" in logs
+    # Training resumed from the stopped job's checkpoint (rank 0 says so, the driver shows it),
+    # then, after the node loss, from a checkpoint taken after the resubmission.
+    assert f"\nresumed at step {stopped_at} (" in logs
+    # The job's log is the driver's console: the story, the table once, not Ray's output.
+    assert len(logs.splitlines()) < 60 and logs.count("system           RR@10") == 1, logs
     info = run.read_json("manifests/train.json")["info"]
     assert stopped_at < info["start_step"] <= lost_at + info["steps_per_epoch"]
     epochs = int(re.search(r"train\.epochs=(\d+)", command).group(1))
