@@ -103,17 +103,22 @@ def test_raykd_demo_off_a_terminal(tmp_path):
     run = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if k not in ("RAYKD_LOG_DIR", "RAY_ADDRESS")}
     env["RAYKD_CACHE"] = str(tmp_path / "cache")
-    cmd = [sys.executable, "-m", "raykd.cli", "demo", "--run-dir", str(run)]
     # Two epochs: the console's shape does not depend on how long training runs.
-    first = subprocess.run(
-        [*cmd, "--set", "train.epochs=2"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,  # one stream, as a CI log shows it
-        text=True,
-        timeout=900,
-    )
+    cmd = [sys.executable, "-m", "raykd.cli", "demo", "--run-dir", str(run)]
+    cmd += ["--set", "train.epochs=2"]
+
+    def demo(timeout: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one stream, as a CI log shows it
+            text=True,
+            timeout=timeout,
+        )
+
+    first = demo(900)
     out = first.stdout
     print(out)
     assert first.returncode == 0, out
@@ -135,15 +140,7 @@ def test_raykd_demo_off_a_terminal(tmp_path):
     assert "DeprecationWarning" not in text
     assert not re.search(r"\x1b\[|%\|", out), "no colour codes or progress-bar redraws"
 
-    second = subprocess.run(
-        [*cmd, "--set", "train.epochs=2"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,  # one stream, as a CI log shows it
-        text=True,
-        timeout=300,
-    )
+    second = demo(300)
     again = second.stdout
     assert second.returncode == 0, again
     skipped = [line for line in again.splitlines() if line.endswith(": up to date, skipped")]
