@@ -52,7 +52,7 @@ def test_stages_commit_skip_and_leave_nothing_staged_on_s3(
     with caplog.at_level(logging.INFO, logger="raykd"):
         assert main(argv) == 0
     messages = {r.getMessage() for r in caplog.records}
-    assert {"prepare: up to date, skipped", "mine: up to date, skipped"} <= messages
+    assert {"[1/2] prepare: up to date, skipped", "[2/2] mine: up to date, skipped"} <= messages
     assert _keys("raykd-runs", "demo/") == keys
 
 
