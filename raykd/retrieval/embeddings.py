@@ -29,6 +29,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raykd.data.acero import count_rows
 from raykd.data.files import filesystem
 from raykd.data.passages import passage_texts
 
@@ -72,7 +73,7 @@ class EncodeBatch:
 
 def count_embeddings(uri: str) -> int:
     """Rows of the embedding shards under ``uri``."""
-    return _open(uri).count_rows()
+    return count_rows(_open(uri))
 
 
 def _open(uri: str) -> pads.Dataset:

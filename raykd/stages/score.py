@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raykd.data import acero
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
 from raykd.on_ray.errors import unwrap_ray_error
@@ -53,7 +54,7 @@ def read_queries(run: RunDir, split: str) -> dict[str, str]:
 def count_rows(run: RunDir, rel: str) -> int:
     import pyarrow.dataset as pads
 
-    return pads.dataset(run.path(rel), filesystem=run.fs, format="parquet").count_rows()
+    return acero.count_rows(pads.dataset(run.path(rel), filesystem=run.fs, format="parquet"))
 
 
 def split_examples(run: RunDir, partial: str, n_shards: int) -> None:
