@@ -1,11 +1,12 @@
 """``raykd tune``: a Ray Tune sweep whose trials re-run build -> train -> eval.
 
 The stages up to ``score`` run once in the job's run dir (the *base*); so does the dev rerank set
-that gives ASHA a metric after every epoch. Each trial is a function trainable with a tiny CPU
-reservation: it opens its own run dir ``<base>/tune/trials/<trial id>`` as an overlay of the base
-(upstream artifacts and manifests are read from there), applies its sampled values to the config
-and runs build, train and eval with ``run_stage``. The train stage, seeing a Tune session,
-forwards each epoch's dev metric to Tune (``raykd.tuning.report``), so ASHA can stop it early.
+that gives ASHA a metric after every epoch. Each trial is a function trainable that reserves no
+CPU (``DRIVER_RESOURCES``): it opens its own run dir ``<base>/tune/trials/<trial id>`` as an
+overlay of the base (upstream artifacts and manifests are read from there), applies its sampled
+values to the config and runs build, train and eval with ``run_stage``. The train stage, seeing a
+Tune session, forwards each epoch's dev metric to Tune (``raykd.tuning.report``), so ASHA can stop
+it early.
 
 ``tune.num_samples`` repeats each point of a pure-grid space, repeat k with the job's
 ``train.seed`` and ``candidates.seed`` + k; in a space with a sampled parameter it is the number
@@ -37,7 +38,11 @@ log = logging.getLogger(__name__)
 
 TRIAL_STAGES = ("build", "train", "eval")
 EXPERIMENT = "sweep"
-DRIVER_CPU = 0.01
+# What a trial's own process reserves. Tune needs a resource; one byte of Ray's logical memory
+# leaves every CPU to the trial's Ray Data and Ray Train work. A fraction of a CPU (0.01) did not:
+# on a 2-CPU node an actor pool's CPU plus a 1-CPU Ray Data task (ListFiles, read, write) then
+# need 2 of the 1.99 left, and the first trial's eval waited forever for its read.
+DRIVER_RESOURCES = {"memory": 1}
 
 
 def shared_paths(cfg: JobConfig) -> tuple[str, ...]:
@@ -75,7 +80,7 @@ def max_concurrent(resources: dict[str, float], train: TrainSection) -> int:
     by other trials' workers, its reads never get scheduled and the sweep deadlocks (seen on 2
     CPUs with 2 concurrent trials).
     """
-    cpu = train.num_workers * train.cpus_per_worker + DRIVER_CPU + 1.0
+    cpu = train.num_workers * train.cpus_per_worker + 1.0
     n = int(resources.get("CPU", 0.0) // cpu)
     if train.use_gpu:
         n = min(n, int(resources.get("GPU", 0.0) // train.num_workers))
@@ -143,7 +148,7 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
         tune.with_parameters(
             _trial, base=cfg.model_dump(mode="json"), base_uri=run.uri, dev_set=dev_set
         ),
-        {"cpu": DRIVER_CPU},
+        DRIVER_RESOURCES,
     )
     concurrent = tu.max_concurrent_trials or max_concurrent(ray.cluster_resources(), cfg.train)
     repeats = repeats_per_point(space, tu.num_samples)
