@@ -82,6 +82,26 @@ def test_max_concurrent_from_cluster_resources():
     assert max_concurrent({"CPU": 1.0}, tr) == 1  # never zero
 
 
+def test_workers_name_their_own_cluster(ray_session):
+    """Workers get RAY_ADDRESS naming this Ray, so the State API in them (Ray Train's placement
+    group cleaner) needs no search of the machine, where other Rays may run."""
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def address(self):
+            return os.environ.get("RAY_ADDRESS")
+
+        def state_of_self(self):
+            from ray.util.state import get_actor
+
+            return get_actor(ray.get_runtime_context().get_actor_id(), timeout=20).state
+
+    probe = Probe.remote()
+    assert ray.get(probe.address.remote()) == ray.get_runtime_context().gcs_address
+    assert ray.get(probe.state_of_self.remote()) == "ALIVE"
+
+
 # --- the sweep ---------------------------------------------------------------------------------
 
 
