@@ -107,11 +107,19 @@ def ray_session(s3):
     after the S3 server so that its workers see the endpoint."""
     import ray
 
+    from raykd.on_ray.session import workers_know_the_cluster
+
     if not ray.is_initialized():
-        # The dashboard's State API lets Ray Train release a stopped trial's placement group.
-        ray.init(
-            num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR"
-        )
+        # The dashboard's State API lets Ray Train release a stopped trial's placement group,
+        # when the workers know which of this machine's Rays is theirs.
+        with workers_know_the_cluster() as pinned:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                logging_level="ERROR",
+                **pinned,
+            )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

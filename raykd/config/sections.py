@@ -334,7 +334,14 @@ class TuneSection(Section):
 
     metric: str = "nDCG@10"
     mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(8, ge=1)
+    num_samples: int = Field(
+        8,
+        ge=1,
+        description="Pure-grid space: trials per grid point, repeat k with train.seed and "
+        "candidates.seed + k (results: mean ± std per point; best.yaml: best mean). Space with "
+        "a sampled parameter: configs sampled (x the grid, if any), all on the job's seeds. A "
+        "seed the space names is left to it.",
+    )
     max_concurrent_trials: int | None = Field(None, ge=1)
     grace_period: int = Field(1, ge=1)
     reduction_factor: int = Field(2, ge=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from raykd.data.acero import group_by
 from raykd.data.schemas import POOL
 
 
@@ -67,7 +68,7 @@ def merge_pools(
 
 def pool_sizes(pool: pa.Table, qids: list[str]) -> dict[str, int]:
     """Pool rows per query (0 for a query with none)."""
-    counts = pool.group_by("qid").aggregate([("pid", "count")])
+    counts = group_by(pool, "qid").aggregate([("pid", "count")])
     out = dict.fromkeys(qids, 0)
     out.update(
         zip(counts.column("qid").to_pylist(), counts.column("pid_count").to_pylist(), strict=True)

@@ -30,6 +30,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raykd.data.acero import count_rows
 from raykd.data.files import filesystem
 from raykd.data.passages import passage_texts
 
@@ -88,7 +89,7 @@ def write_embedding_shard(batch: pa.Table, out_uri: str) -> pa.Table:
 
 def count_embeddings(uri: str) -> int:
     """Rows of the embedding shards under ``uri``."""
-    return _open(uri).count_rows()
+    return count_rows(_open(uri))
 
 
 def _open(uri: str) -> pads.Dataset:

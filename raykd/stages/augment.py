@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import ray
 
 from raykd.config import JobConfig
+from raykd.data.acero import group_by
 from raykd.data.parquet import FixedLayoutWriter
 from raykd.data.passages import passage_texts
 from raykd.data.schemas import EXAMPLES, KINDS
@@ -184,7 +185,7 @@ def run_augment(ctx: StageContext) -> StageResult:
         raise StageError(f"augment: wrote {n} examples, planned {plan.num_rows}")
     wall = time.perf_counter() - start
     log.info("augment: %d examples in %.1f s (%.0f/s)", n, wall, n / max(wall, 1e-9))
-    kinds = plan.group_by("kind").aggregate([("eid", "count")])
+    kinds = group_by(plan, "kind").aggregate([("eid", "count")])
     info = {
         "tokenizer": tok,
         "queries": len(qids),

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import ray
 
 from raykd.config import DataSection, JobConfig
+from raykd.data.acero import count_rows
 from raykd.data.files import filesystem
 from raykd.data.lines import open_input
 from raykd.data.readers import corpus_path, read_qrels, read_queries, split_paths
@@ -125,7 +126,7 @@ def run_prepare(ctx: StageContext) -> StageResult:
         ds = ray.data.read_datasource(CorpusSource(corpus_file, fmt))
         ds.write_parquet(ctx.staging.uri("corpus"))
     corpus_dir = ctx.staging.path("corpus")
-    result.rows["corpus"] = pads.dataset(corpus_dir, filesystem=ctx.run.fs).count_rows()
+    result.rows["corpus"] = count_rows(pads.dataset(corpus_dir, filesystem=ctx.run.fs))
 
     for role, (split, r_path, qrels, where) in splits.items():
         missing = _unknown_pids(corpus_dir, ctx.run.fs, {p for d in qrels.values() for p in d})

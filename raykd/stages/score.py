@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raykd.console import progress
+from raykd.data import acero
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
 from raykd.on_ray.errors import unwrap_ray_error
@@ -54,7 +55,7 @@ def read_queries(run: RunDir, split: str) -> dict[str, str]:
 def count_rows(run: RunDir, rel: str) -> int:
     import pyarrow.dataset as pads
 
-    return pads.dataset(run.path(rel), filesystem=run.fs, format="parquet").count_rows()
+    return acero.count_rows(pads.dataset(run.path(rel), filesystem=run.fs, format="parquet"))
 
 
 def split_examples(run: RunDir, partial: str, n_shards: int) -> None:

@@ -114,11 +114,12 @@ def corpus_stats_from_parquet(
     import pyarrow.dataset as pads
 
     from raykd.console import progress
+    from raykd.data.acero import count_rows
 
     stats = CorpusStats(stopwords=stopwords, stemmer=stemmer)
     tok = stats.tokenizer()
     dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
-    with progress("bm25 corpus stats", dataset.count_rows(), "docs") as bar:
+    with progress("bm25 corpus stats", count_rows(dataset), "docs") as bar:
         for batch in dataset.to_batches(columns=["title", "text"], batch_size=8192):
             titles, texts = batch.column(0).to_pylist(), batch.column(1).to_pylist()
             stats.add((passage_text(t, x) for t, x in zip(titles, texts, strict=True)), tok)

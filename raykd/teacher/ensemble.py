@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from raykd.data.acero import join
 from raykd.teacher.base import ScorerSpec, TeacherEnv, build_teacher, register_teacher
 from raykd.teacher.normalize import Method, normalize_per_query
 
@@ -90,7 +91,7 @@ class EnsembleTeacher:
             if joined is None:
                 joined = table
             else:
-                joined = joined.join(table.drop_columns(["kind"]), keys=["qid", "eid"])
+                joined = join(joined, table.drop_columns(["kind"]), ["qid", "eid"])
                 if joined.num_rows != n:
                     raise RuntimeError(f"ensemble member {name}: rows do not match by (qid, eid)")
         assert joined is not None  # members is non-empty (checked by the builder)

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raykd.data.acero import group_by
 from raykd.errors import InputError, StageError
 from raykd.teacher.base import KEY_COLUMNS
 
@@ -55,7 +56,7 @@ def check_scores(table: pa.Table, columns: tuple[str, ...] = ()) -> None:
                 f"{table['qid'][i].as_py()!r} eid {table['eid'][i].as_py()!r} "
                 f"({bad.size} such rows)"
             )
-    keys = table.select(["qid", "eid"]).group_by(["qid", "eid"]).aggregate([([], "count_all")])
+    keys = group_by(table.select(["qid", "eid"]), ["qid", "eid"]).aggregate([([], "count_all")])
     dup = keys.filter(pc.greater(keys["count_all"], 1))
     if dup.num_rows:
         raise StageError(

@@ -6,12 +6,15 @@ A space file (``tune_spaces/*.yaml``) is a mapping from a dotted config path to 
     train.lr: {uniform: [1.0e-5, 1.0e-4]}          # uniform float in [lo, hi]
     train.epochs: {randint: [1, 4]}                # integer in [lo, hi) (hi excluded, as Tune)
     candidates.m: {choice: [5, 10, 20]}            # one of the values, sampled
-    candidates.strategy: {grid: [topk, dark]}      # every value, each num_samples times
+    candidates.strategy: {grid: [topk, dark]}      # every value (see below for num_samples)
 
 Trials re-run only build -> train -> eval on cached teacher scores, so only the sections those
 stages read (and nothing upstream of the teacher scores) may be tuned. Every path is checked
 against ``JobConfig`` and every value it can take is applied to the base config, so a typo or a
 value of the wrong type fails before the sweep starts, naming the file and the key.
+
+``tune.num_samples`` repeats each point of a pure grid with distinct seeds, and is the number of
+samples of a space with a sampled parameter: the rule is in ``raykd.tuning.repeats``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ class SearchSpace:
     @property
     def has_grid(self) -> bool:
         return any(d.kind == "grid" for d in self.params.values())
+
+    @property
+    def is_grid(self) -> bool:
+        """Every parameter a grid: the space's points are fixed, so num_samples repeats them."""
+        return all(d.kind == "grid" for d in self.params.values())
 
     def to_tune(self) -> dict[str, Any]:
         """Tune's ``param_space``: flat, keyed by dotted config path."""
