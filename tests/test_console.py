@@ -96,6 +96,7 @@ def test_worker_lines_drive_the_bar_and_go_to_the_log_file(story, caplog):
     assert logged[-1] == "(RayTrainWorker pid=42) Loading weights: 100%|##########| 39/39"
 
 
+@pytest.mark.slow
 def test_raykd_demo_off_a_terminal(tmp_path):
     """``raykd demo`` as a new user runs it, with its output piped: one line per stage start and
     end, the results table once, the log's path once, last; Ray's output in that log. The same
