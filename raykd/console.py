@@ -154,6 +154,11 @@ def rate_text(n: float, seconds: float, unit: str) -> str:
     return f", {shown} {unit}/s"
 
 
+def current() -> Progress | None:
+    """The live bar, if any (for callbacks that must not hold one: Tune pickles its callbacks)."""
+    return _state["progress"]
+
+
 def progress(label: str, total: int | None, unit: str) -> Progress:
     """``with progress("score", n, "pairs") as bar: ... bar.update(k)``."""
     return Progress(label, total, unit)

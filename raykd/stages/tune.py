@@ -197,7 +197,7 @@ def run_tune(cfg: JobConfig, run: RunDir, space_path: str) -> TuneSummary:
             run_config=tune.RunConfig(
                 storage_path=storage,
                 name=EXPERIMENT,
-                callbacks=[*tune_loggers(cfg.tracking, run), trial_progress(bar, tu.metric)],
+                callbacks=[*tune_loggers(cfg.tracking, run), trial_progress(tu.metric)],
                 # Tune's status tables go to the log with the rest of Ray's output; -v shows them.
                 verbose=None if console.verbose() else 0,
             ),

@@ -39,22 +39,28 @@ def tune_callbacks(cfg: JobConfig) -> list:
     return [_epoch_callback(cfg.tune.metric)]
 
 
-def trial_progress(bar, metric: str):
-    """A Tune callback (run in the driver) that counts finished trials on ``bar`` and tells the
-    console each trial's end: its best ``metric``, or its error."""
+def trial_progress(metric: str):
+    """A Tune callback (run in the driver) that counts finished trials on the live bar and tells
+    the console each trial's end: its last ``metric``, or its error. It looks the bar up when
+    called: the Tuner pickles its callbacks, and a bar holds a lock."""
     from ray.tune import Callback
 
-    from raykd.console import STORY
+    from raykd.console import STORY, current
+
+    def count() -> None:
+        bar = current()
+        if bar is not None:
+            bar.update(1)
 
     class TrialProgress(Callback):
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            bar.update(1)
+            count()
             value = (trial.last_result or {}).get(metric)
             shown = f"{metric} {value:.4f}" if isinstance(value, float) else "no metric"
             log.info("tune: trial %s ended (%s)", trial.trial_id, shown, extra=STORY)
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            bar.update(1)
+            count()
             log.warning("tune: trial %s failed (its error: the sweep's results)", trial.trial_id)
 
     return TrialProgress()
