@@ -163,14 +163,16 @@ def test_four_trial_sweep_with_asha(ray_session, demo_config, tmp_path):
         assert not trial.exists("scores")
         if r["epochs"] == 2:
             assert trial.exists("student") and "student" in trial.read_json("metrics.json")
-    # Each trial is a TensorBoard run of Tune's (its dev metric, per epoch) and has its train
-    # stage's per-step curves in its own folder.
+    # Each trial is a TensorBoard run of Tune's (its dev metric, per epoch); a trial that ran
+    # every epoch has its train stage's per-step curves in its own folder (ASHA can kill a
+    # stopped trial before Ray Train's controller has handed its first report to the trackers).
     sweep = Path(run.path(f"tune/{EXPERIMENT}"))
     for r in rows:
         (folder,) = [p for p in sweep.iterdir() if p.is_dir() and r["trial"] in p.name]
         assert list(folder.glob("events.out.tfevents.*")), folder
         curves = Path(run.path(f"tune/trials/{r['trial']}/tracking/tensorboard"))
-        assert list(curves.glob("train-*/events.out.tfevents.*")), curves
+        if r["epochs"] == 2:
+            assert list(curves.glob("train-*/events.out.tfevents.*")), curves
 
     # One row per rate: n, mean and sample std of its two repeats; the best mean first.
     assert len(summary.points) == 2
