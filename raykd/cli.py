@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -227,12 +228,11 @@ def _log_beside(run: RunDir, handler: logging.Handler | None) -> None:
     if run.is_local and not os.environ.get("RAYKD_LOG_DIR"):
         dest = Path(run.path("logs")) / LOG_FILE.name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        # On another filesystem the rename fails and the log stays where it started.
+        with contextlib.suppress(OSError):
             os.rename(LOG_FILE, dest)
             handler.baseFilename = str(dest)
             LOG_FILE = dest
-        except OSError:  # another filesystem: the log stays where it started
-            pass
 
 
 def _close_log(handler: logging.Handler | None) -> None:
