@@ -31,10 +31,6 @@ def _torch_extensions_dir() -> str:
 
 
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
-# Ray Data's Parquet reader starts a pool of 32 FooterReader actors (a process each) for every
-# read; on a 2-CPU test cluster their start-up dominated each small stage (a build of 6 rows took
-# 12-21 s, 81 worker processes for 4 builds). One actor reads the few footers of a test's files.
-os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 # Ray Train's controller takes each worker's ray.train.report() off a one-slot queue when it polls,
 # every 2 s by default, so a worker that reports again blocks until then. The tests' runs report
 # every 2-5 tiny steps, and waited ~2 s per report (most of a train test's training time); polled
@@ -107,8 +103,9 @@ def ray_session(s3):
     after the S3 server so that its workers see the endpoint."""
     import ray
 
-    from raykd.on_ray.session import workers_know_the_cluster
+    from raykd.on_ray.session import use_parquet_reader_v1, workers_know_the_cluster
 
+    use_parquet_reader_v1()  # as raykd's drivers do (raykd.on_ray.session.ensure_ray)
     if not ray.is_initialized():
         # The dashboard's State API lets Ray Train release a stopped trial's placement group,
         # when the workers know which of this machine's Rays is theirs.

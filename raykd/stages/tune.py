@@ -95,7 +95,9 @@ def _trial(config: dict[str, Any], base: dict[str, Any], base_uri: str, dev_set:
     from ray import tune
 
     from raykd.on_ray.errors import unwrap_ray_error
+    from raykd.on_ray.session import use_parquet_reader_v1
 
+    use_parquet_reader_v1()
     cfg = validate(base, "tune base")
     base_run = RunDir.open(base_uri)
     trial_id = tune.get_context().get_trial_id()

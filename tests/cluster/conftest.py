@@ -123,9 +123,6 @@ def ray_cluster(s3, request):
         **os.environ,
         "RAY_TMPDIR": tmp,
         "PATH": _path(),
-        # The dashboard's State API answers the tests; Ray Data's footer-actor pool would start
-        # 32 processes per Parquet read on these small nodes (see tests/conftest.py).
-        "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1",
         "PYTHONFAULTHANDLER": "1",
     }
     env.pop("RAY_ADDRESS", None)
