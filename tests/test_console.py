@@ -150,4 +150,3 @@ def test_raykd_demo_off_a_terminal(tmp_path):
     skipped = [line for line in again.splitlines() if line.endswith(": up to date, skipped")]
     assert [s.split()[1].rstrip(":") for s in skipped] == STAGE_NAMES
     assert again.count("system           RR@10") == 1
-
