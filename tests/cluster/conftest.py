@@ -124,6 +124,9 @@ def ray_cluster(s3, request):
         "RAY_TMPDIR": tmp,
         "PATH": _path(),
         "PYTHONFAULTHANDLER": "1",
+        # DeepSpeed's shm op compiles with another command line under these nodes' environment;
+        # sharing the local tests' folder, each side rebuilt it over the other (2 min a time).
+        "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"] + "-cluster",
     }
     env.pop("RAY_ADDRESS", None)
     head = {
