@@ -42,6 +42,8 @@ def test_the_dashboard_listens_on_the_heads_loopback_only():
     # The Jobs API runs any code for whoever reaches it: submit through `ray dashboard`'s tunnel.
     start = " ".join(_cluster()["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
+    # `ray job stop` leaves the driver time to unwind (Ray's default is 3 s before SIGKILL).
+    assert "RAY_JOB_STOP_WAIT_TIME_S=60 ray start --head" in start
 
 
 def test_cluster_yaml_schema_rejects_a_typo():
