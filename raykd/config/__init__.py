@@ -12,6 +12,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from raykd.config.experiment import TrackingSection, TuneSection
 from raykd.config.messages import format_errors, key_lines
 from raykd.config.sections import (
     AugmentSection,
@@ -25,10 +26,8 @@ from raykd.config.sections import (
     TeacherMember,
     TeacherSection,
     TeacherTrainSection,
-    TrackingSection,
     TrainerSection,
     TrainSection,
-    TuneSection,
 )
 from raykd.config.specs import (
     ActorPoolSpec,

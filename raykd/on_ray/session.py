@@ -23,21 +23,20 @@ log = logging.getLogger(__name__)
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-# Ray Data's Parquet reader V2 (Ray's default) lists files in a task that holds a CPU while it
-# waits for footer-reader actors, which need a free CPU to start. Two reads at once on a small
-# Ray (a sweep's two trials on 2 CPUs) held both CPUs and waited for ever; each read also starts
-# up to 32 such actors. The V1 reader (Ray's documented switch) reads footers without actors:
-# the demo's build of 449 rows took 18.5 s with it, 72 s with V2.
-DATASOURCE_V2_ENV = "RAY_DATA_USE_DATASOURCE_V2"
-
-
 def use_parquet_reader_v1() -> None:
     """Make this process's Ray Data reads (and a local Ray's workers', which inherit the
     environment) use the V1 Parquet reader. Called wherever raykd builds datasets: the driver
-    on joining Ray, and each Tune trial."""
+    on joining Ray, and each Tune trial.
+
+    Ray's default reader (V2) lists files in a task that holds a CPU while it waits for
+    footer-reader actors, which need a free CPU to start: two reads at once on a small Ray (a
+    sweep's two trials on 2 CPUs) held both CPUs and waited for ever, and each read starts up to
+    32 such actors. V1, Ray's documented switch, reads footers without actors: the demo's build
+    of 449 rows took 18.5 s with it, 72 s with V2.
+    """
     import ray.data
 
-    os.environ[DATASOURCE_V2_ENV] = "0"
+    os.environ["RAY_DATA_USE_DATASOURCE_V2"] = "0"
     ray.data.DataContext.get_current().use_datasource_v2 = False
 
 
