@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,12 @@ def _torch_extensions_dir() -> str:
 
 
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", _torch_extensions_dir())
+# Torch JIT-builds with the first `ninja` on PATH. An activated venv (CI, the cluster tests'
+# nodes) finds its own (1.13); `.venv/bin/python -m pytest` found the system's (1.11), whose log
+# hashes commands differently, so each side rebuilt the op over the other (~100 s a time).
+_BIN = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 # Ray Train's controller takes each worker's ray.train.report() off a one-slot queue when it polls,
 # every 2 s by default, so a worker that reports again blocks until then. The tests' runs report
 # every 2-5 tiny steps, and waited ~2 s per report (most of a train test's training time); polled

@@ -127,9 +127,6 @@ def ray_cluster(s3, request):
         # As cluster.yaml's head: `ray job stop` gives the driver time to unwind before SIGKILL
         # (Ray's 3 s ran out on a slow day, and the stopped job never said so).
         "RAY_JOB_STOP_WAIT_TIME_S": "60",
-        # DeepSpeed's shm op compiles with another command line under these nodes' environment;
-        # sharing the local tests' folder, each side rebuilt it over the other (2 min a time).
-        "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"] + "-cluster",
     }
     env.pop("RAY_ADDRESS", None)
     head = {
