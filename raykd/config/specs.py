@@ -76,7 +76,12 @@ class EncoderSpec(Section):
 class ActorPoolSpec(Section):
     """An autoscaling Ray Data pool of model actors (encoding, scoring)."""
 
-    batch_size: int = Field(256, ge=1, description="Rows per actor call and forward pass.")
+    batch_size: int = Field(
+        256,
+        ge=1,
+        description="Rows per forward pass; a scoring actor's call holds one batch, an encoding "
+        "actor's 8 (it sorts them by length first, as sentence-transformers does).",
+    )
     num_gpus: float = Field(
         0.0, ge=0, description="GPUs per actor; 0: CPU actors; a fraction packs actors on a GPU."
     )

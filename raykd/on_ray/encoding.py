@@ -23,6 +23,11 @@ from raykd.retrieval.embeddings import EncodeBatch, count_embeddings, write_embe
 
 log = logging.getLogger(__name__)
 
+# Forward batches per actor call. The encoder sorts a call's rows by length before batching
+# them, as sentence-transformers sorts its whole input; one batch per call would leave it
+# nothing to sort (bench/encode_throughput.py measures the difference).
+BATCHES_PER_CALL = 8
+
 
 def encode_corpus(
     corpus_uri: str, out_uri: str, model: DenseModel, actors: ActorPoolSpec, *, key: str
@@ -31,10 +36,10 @@ def encode_corpus(
     under ``out_uri``; returns the number of passages written.
 
     ``out_uri`` must be a fresh folder (Ray Data appends to existing ones). ``actors.batch_size``
-    is the rows per actor call and per forward pass; an actor takes ``actors.num_gpus`` GPUs, or
-    on CPU one of Ray's CPUs and ``actors.torch_threads`` torch threads. ``key`` is where the
-    config sets ``actors`` ("mining.actors", "eval.actors"), for the error when no node can hold
-    an actor.
+    is the rows per forward pass (``BATCHES_PER_CALL`` of them per actor call); an actor takes
+    ``actors.num_gpus`` GPUs, or on CPU one of Ray's CPUs and ``actors.torch_threads`` threads.
+    ``key`` is where the config sets ``actors`` ("mining.actors", "eval.actors"), for the error
+    when no node can hold an actor.
     """
     require_pool_fits(key, actors)
     start = time.perf_counter()
@@ -51,7 +56,7 @@ def encode_corpus(
             "batch_size": actors.batch_size,
             "torch_threads": actors.torch_threads,
         },
-        batch_size=actors.batch_size,
+        batch_size=actors.batch_size * BATCHES_PER_CALL,
         batch_format="pyarrow",
         # One Ray CPU per CPU actor whatever its threads: reserving them all would starve the
         # streaming reads that feed it on a small node.
