@@ -126,16 +126,16 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
 
 
 def raykd_loop(job, model_dir: str, source: str, out: str, args) -> dict:
+    from raykd.on_ray.session import ensure_ray
+
+    # As `raykd train` starts it, before anything imports ray: loopback, the dashboard's State API
+    # (without it Ray Train's placement-group cleaner polls and warns all run long), Ray's logs
+    # to a file.
+    ensure_ray(job.ray)
     import ray
 
     from raykd.stages.train import STUDENT_TASK, fit
 
-    ray.init(
-        num_cpus=args.threads + 1,
-        num_gpus=1 if args.gpu else 0,
-        include_dashboard=False,
-        logging_level="ERROR",
-    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         return fit(
@@ -176,6 +176,7 @@ def main() -> None:
         pq.write_table(table, f"{source}/part-0.parquet")
         job = validate(
             {
+                "ray": {"num_cpus": args.threads + 1, "num_gpus": 1 if args.gpu else 0},
                 "student": {"model": model, "max_passage_length": args.max_passage_length},
                 "candidates": {"strategy": "topk"},
                 "train": {
