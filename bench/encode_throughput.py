@@ -125,6 +125,7 @@ def main() -> None:
         metavar=("LO", "HI"),
         help="cut each passage to LO..HI words (MS MARCO's spread: 10 150)",
     )
+    ap.add_argument("--measured-out", metavar="JSON", help="add the rates to raykd plan's file")
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -164,6 +165,14 @@ def main() -> None:
     print(f"load at end: {os.getloadavg()[0]:.1f}")
     if cos < 0.9999:
         raise SystemExit(1)
+    if args.measured_out:
+        from raykd.planning.flops import item_flops
+        from raykd.planning.inputs import write_measured
+
+        flops = item_flops(MODEL, joined, args.max_length)
+        start = len(pids) / e2e - len(pids) / steady  # what the pipeline adds to the work
+        write_measured(args.measured_out, encode_flop_per_s=steady * flops, pool_start_s=start)
+        print(f"wrote {args.measured_out}: {steady * flops:.3g} FLOP/s, pool start {start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -46,17 +46,8 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 from encode_throughput import run_st, run_steady  # noqa: E402
 from teacher_throughput import build_model, load_pairs, raykd_scores, run_cross_encoder  # noqa: E402
 
-# Published dense (no sparsity) bf16 tensor-core peaks, FLOP/s; the first name found in
-# torch.cuda.get_device_name() wins, so "H100 PCIe" precedes "H100".
-PEAK_BF16 = {
-    "H200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-}
-
+from raykd.planning.flops import model_shape  # noqa: E402
+from raykd.planning.hardware import gpu_peak  # noqa: E402
 
 HALF = {"cuda": "fp16", "cpu": "fp32"}  # what the sentence-transformers baselines run in
 
@@ -68,16 +59,6 @@ class CheckFailed(AssertionError):
 def check(ok: bool, what: str) -> None:
     if not ok:
         raise CheckFailed(what)
-
-
-def peak_flops(name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
-
-
-def pair_flops(model, n_tokens: int) -> float:
-    """2 x (parameters outside the embeddings) x tokens: the forward pass's multiply-adds."""
-    params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
-    return 2.0 * params * n_tokens
 
 
 def section_score(args, device: str) -> list[tuple[str, str]]:
@@ -105,11 +86,9 @@ def section_score(args, device: str) -> list[tuple[str, str]]:
         ("score: ratio raykd / CrossEncoder", f"{rate / ce_rate:.2f}x (target >= 1.5x on GPU)"),
         (f"score: {low} vs fp32", f"Pearson {corr:.5f} (>= 0.999)"),
     ]
-    peak = peak_flops(torch.cuda.get_device_name()) if device == "cuda" else None
+    peak = gpu_peak(torch.cuda.get_device_name()) if device == "cuda" else None
     if peak:
-        from transformers import AutoModel
-
-        used = pair_flops(AutoModel.from_pretrained(model), tokens) / secs
+        used = model_shape(model, "score model").forward_flops(tokens) / secs
         rows.append(("score: FLOP/s of peak bf16", f"{used / 1e12:.1f} T = {used / peak:.1%}"))
     return rows
 

@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--measured-out", metavar="JSON", help="add the rate to raykd plan's file")
     args = ap.parse_args()
 
     import ray
@@ -214,6 +215,13 @@ def main() -> None:
     print(f"ratio raykd end to end / CrossEncoder: {rk_rate / ce_rate:.2f}x (>= 0.9x at 20k pairs)")
     print(f"max |score diff|: {diff:.2e} ({'OK' if diff < 1e-4 else 'FAIL'}: must be < 1e-4)")
     print(f"load at end: {os.getloadavg()[0]:.1f}")
+    if args.measured_out:
+        from raykd.planning.flops import item_flops
+        from raykd.planning.inputs import write_measured
+
+        rate = steady * item_flops(model, passages, args.max_length, queries)
+        write_measured(args.measured_out, score_flop_per_s=rate)
+        print(f"wrote {args.measured_out}: score {rate:.3g} FLOP/s")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="Ray Tune sweep over a search space")
     _common(p)
     p.add_argument("--space", required=True, help="search-space YAML (see tune_spaces/)")
+    p = sub.add_parser("plan", help="a job's cost before launch, from counts and hardware")
+    _common(p, config_required=False)
+    _plan_arguments(p)
     p = sub.add_parser("config", help="config utilities")
     csub = p.add_subparsers(dest="config_command", required=True)
     show = csub.add_parser("show", help="print the resolved config")
@@ -76,6 +79,50 @@ def build_parser() -> argparse.ArgumentParser:
     ref = csub.add_parser("reference", help="print the config reference (markdown)")
     ref.add_argument("--write", metavar="README", help="replace the reference block of a file")
     return parser
+
+
+def _plan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hardware", default="cpu", help="cpu, or [COUNTx]GPU: H100, 8xH100, A100...")
+    p.add_argument(
+        "--measured", metavar="JSON", help="rates from the bench scripts' --measured-out"
+    )
+    p.add_argument("--target-hours", type=float, default=1.0, help="scoring deadline for GPUs")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    for name, kind in (
+        ("passages", int),
+        ("train-queries", int),
+        ("eval-queries", int),
+        ("train-rows", int),
+        ("pairs", int),
+        ("query-tokens", float),
+        ("passage-tokens", float),
+    ):
+        p.add_argument(f"--{name}", type=kind, help="default: the run dir's manifests or sample")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from raykd.planning import Given, format_plan, make_plan
+    from raykd.planning.hardware import parse_hardware
+
+    cfg = _load(args)
+    parse_hardware(args.hardware)  # a typo fails before the run dir is looked for
+    counted = None not in (args.passages, args.train_queries, args.eval_queries)
+    # Counts given whole need no run dir (an s3:// one may not be reachable from here).
+    run = None if counted else RunDir.open(cfg.run_dir)
+    given = Given(
+        passages=args.passages,
+        train_queries=args.train_queries,
+        eval_queries=args.eval_queries,
+        train_rows=args.train_rows,
+        pairs=args.pairs,
+        query_tokens=args.query_tokens,
+        passage_tokens=args.passage_tokens,
+    )
+    plan = make_plan(cfg, args.hardware, run, given, args.measured, args.target_hours)
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else format_plan(plan))
+    return 0
 
 
 def demo_config_path() -> str:
@@ -97,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    handler = None if args.command == "config" else _open_log(args.command)
+    handler = None if args.command in ("config", "plan") else _open_log(args.command)
     saved_fd = None if handler is None or args.verbose else _stderr_to_log()
     out = os.fdopen(os.dup(saved_fd), "w", buffering=1) if saved_fd is not None else None
     screen = console_handler(args.verbose, out)
@@ -255,6 +302,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(dump_yaml(_load(args)), end="")
         return 0
+    if args.command == "plan":
+        return _plan(args)
 
     if args.command == "demo":
         args.config = args.config or demo_config_path()

@@ -222,12 +222,40 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     return RunDir.open(run_dir)
 
 
+@pytest.fixture(scope="session")
+def demo_cli_run(tmp_path_factory):
+    """``raykd demo`` in a subprocess, output piped, with two epochs (minutes): (the run dir,
+    the finished process, a function that runs the same command again with a timeout)."""
+    import subprocess
+
+    run = tmp_path_factory.mktemp("demo-cli") / "demo"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAYKD_LOG_DIR", "RAY_ADDRESS")}
+    env["RAYKD_CACHE"] = str(run.parent / "cache")
+    # Two epochs: the console's shape does not depend on how long training runs.
+    cmd = [sys.executable, "-m", "raykd.cli", "demo", "--run-dir", str(run)]
+    cmd += ["--set", "train.epochs=2"]
+
+    def demo(timeout: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one stream, as a CI log shows it
+            text=True,
+            timeout=timeout,
+        )
+
+    return run, demo(900), demo
+
+
 def pytest_collection_modifyitems(items):
     """``ray`` marks every test that uses the session's Ray, ``slow`` every test that needs the
-    SciFact encoding (directly or through a fixture); other ``slow`` marks are in the modules."""
+    SciFact encoding or the CLI's demo run (directly or through a fixture); other ``slow`` marks
+    are in the modules."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "ray_session" in fixtures:
             item.add_marker(pytest.mark.ray)
-        if "scifact_zero_shot_eval" in fixtures:
+        if "scifact_zero_shot_eval" in fixtures or "demo_cli_run" in fixtures:
             item.add_marker(pytest.mark.slow)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -97,30 +94,11 @@ def test_worker_lines_drive_the_bar_and_go_to_the_log_file(story, caplog):
     assert logged[-1] == "(RayTrainWorker pid=42) Loading weights: 100%|##########| 39/39"
 
 
-@pytest.mark.slow
-def test_raykd_demo_off_a_terminal(tmp_path):
+def test_raykd_demo_off_a_terminal(demo_cli_run):
     """``raykd demo`` as a new user runs it, with its output piped: one line per stage start and
     end, the results table once, the log's path once, last; Ray's output in that log. The same
     command again skips every stage and prints the table, once."""
-    run = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items() if k not in ("RAYKD_LOG_DIR", "RAY_ADDRESS")}
-    env["RAYKD_CACHE"] = str(tmp_path / "cache")
-    # Two epochs: the console's shape does not depend on how long training runs.
-    cmd = [sys.executable, "-m", "raykd.cli", "demo", "--run-dir", str(run)]
-    cmd += ["--set", "train.epochs=2"]
-
-    def demo(timeout: int) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            cmd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # one stream, as a CI log shows it
-            text=True,
-            timeout=timeout,
-        )
-
-    first = demo(900)
+    run, first, demo = demo_cli_run
     out = first.stdout
     print(out)
     assert first.returncode == 0, out

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("teacher",),
     ("candidates",),
     ("evaluation",),
-    ("report", "tuning", "on_ray"),
+    ("report", "tuning", "on_ray", "planning"),
     ("stages",),
     ("cli",),
 )

@@ -136,6 +136,11 @@ class TrainerSection(Section):
         """Queries per worker per forward pass."""
         return max(1, self.batch_size // (self.num_workers * self.grad_accum))
 
+    def steps_per_epoch(self, n_rows: int) -> int:
+        """Optimizer steps per epoch: every worker gets n_rows // workers rows, last batch
+        dropped."""
+        return (n_rows // self.num_workers // self.micro_batch) // self.grad_accum
+
 
 class TeacherTrainSection(TrainerSection):
     """Fine-tuning of the cross-encoder teacher (the teacher-train stage)."""

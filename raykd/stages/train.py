@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from raykd.config import JobConfig, TrainerSection
+from raykd.config import JobConfig
 from raykd.console import progress
 from raykd.data.schemas import TRAIN
 from raykd.errors import InputError
@@ -40,11 +40,6 @@ def tracked_run(ctx: StageContext) -> TrackedRun | None:
     params = flat_params({k: ctx.cfg.subtree(k) for k in keys})
     name = run_name(ctx.stage, ctx.fingerprint)
     return TrackedRun.open(trial_tracking(ctx.cfg.tracking), ctx.run, name, params)
-
-
-def steps_per_epoch(n_rows: int, params: TrainerSection) -> int:
-    """Optimizer steps per epoch: every worker gets n_rows // workers rows, last batch dropped."""
-    return (n_rows // params.num_workers // params.micro_batch) // params.grad_accum
 
 
 def fit(
@@ -83,7 +78,7 @@ def fit(
         }
     )
     n_rows = dataset.count()
-    steps = steps_per_epoch(n_rows, params)
+    steps = params.steps_per_epoch(n_rows)
     if steps < 1:
         raise InputError(
             source,
