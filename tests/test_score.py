@@ -171,3 +171,37 @@ def test_score_stage_scores_every_example_once(ray_session, demo_config, tmp_pat
     assert info["shards"] >= 2 and info["shards_resumed"] == 0
     assert not (tmp_path / "run" / ".partial").exists()
     assert not (tmp_path / "run" / ".staging").exists()
+
+
+def test_shard_collector_hands_back_each_shard_when_whole():
+    from raykd.teacher.rows import ShardCollector
+
+    qids = [f"q{i}" for i in range(40)]
+    shards = shard_of(qids, 3).tolist()
+    zero = [q for q, k in zip(qids, shards, strict=True) if k == 0][:2]
+    one = [q for q, k in zip(qids, shards, strict=True) if k == 1][:1]
+
+    def rows(qs):
+        return pa.table({"qid": qs, "eid": [f"{q}/e" for q in qs], "score": [1.0] * len(qs)})
+
+    c = ShardCollector({0: 3, 1: 1}, 3)
+    # Shard 0's three rows come in two batches, around shard 1's one.
+    assert c.add(rows([zero[0], zero[1]])) == []
+    done = c.add(rows([one[0], zero[0]]))
+    assert [(k, t["qid"].to_pylist()) for k, t in done] == [
+        (0, [zero[0], zero[1], zero[0]]),
+        (1, [one[0]]),
+    ]
+    c.finish()
+
+    short = ShardCollector({0: 3, 1: 1}, 3)
+    short.add(rows([zero[0]]))
+    with pytest.raises(
+        StageError, match=r"shard 0: teacher returned 1 rows for 3 \(2 shards short\)"
+    ):
+        short.finish()
+    over = ShardCollector({1: 1}, 3)
+    with pytest.raises(StageError, match="shard 1: teacher returned 2 rows for 1"):
+        over.add(rows([one[0], one[0]]))
+    with pytest.raises(StageError, match="rows of shard 0, which was not scored"):
+        ShardCollector({1: 1}, 3).add(rows([zero[0]]))

@@ -68,8 +68,11 @@ def _assert_exactly_once(scores, examples) -> None:
 def test_rerun_after_sigkill_scores_only_missing_shards(scoring_run, ray_session):
     from raykd.stages.pipeline import run_stage, stage_by_name
 
+    # One pipeline scores every shard and writes each as it completes: enough shards and rows
+    # (60 queries x 22 examples in ~14 shards, batches of 4) that the kill, as soon as the
+    # first shard file appears, lands while later shards are still being scored.
     cfg, run, examples = scoring_run(
-        6, 3, shard_rows=16, actors={"torch_threads": 1, "batch_size": 8}
+        60, 10, shard_rows=100, actors={"torch_threads": 1, "batch_size": 4}
     )
     root = Path(run.root)
     gcs = ray_session.get_runtime_context().gcs_address
@@ -84,7 +87,7 @@ def test_rerun_after_sigkill_scores_only_missing_shards(scoring_run, ray_session
         while not _shard_files(root):
             assert proc.poll() is None, "the stage process ended before writing a shard"
             assert time.monotonic() < deadline, "no shard written in time"
-            time.sleep(0.2)
+            time.sleep(0.01)
         assert proc.poll() is None
         os.kill(proc.pid, signal.SIGKILL)
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -18,7 +18,7 @@ from raykd.evaluation.rerank import pair_groups
 from raykd.on_ray.capacity import require_pool_fits
 from raykd.on_ray.errors import unwrap_ray_error
 from raykd.teacher.base import ScorerSpec, TeacherEnv, build_teacher
-from raykd.teacher.rows import check_scores
+from raykd.teacher.rows import ShardCollector, check_scores
 
 if TYPE_CHECKING:
     from raykd.config import JobConfig
@@ -100,6 +100,27 @@ def score_dataset(teacher: Teacher, ds: ray.data.Dataset) -> ray.data.Dataset:
         out = score_examples(ds, scorer).select_columns(["qid", "eid", "kind", "score"])
         tables.append(pa.concat_tables(ray.get(out.to_arrow_refs())))
     return ray.data.from_arrow(teacher.combine_tables(tables))
+
+
+def score_by_shard(
+    spec: ScorerSpec,
+    ds: ray.data.Dataset,
+    collector: ShardCollector,
+    on_shard: Callable[[int, pa.Table], None],
+    on_rows: Callable[[int], None],
+) -> None:
+    """Score ``ds`` (the rows of several shards, ``qid, eid, kind, text, query``) in one
+    pipeline, so one actor pool starts for all of them, and call ``on_shard(k, table)`` as each
+    shard's rows (``qid, eid, kind, score``) are complete. The rows keep their input order, so
+    the shards complete one after another and the driver holds one or two at a time."""
+    ds.context.execution_options.preserve_order = True
+    scored = score_examples(ds, spec).select_columns(["qid", "eid", "kind", "score"])
+    for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if table.num_rows:
+            on_rows(table.num_rows)
+            for k, shard in collector.add(table):
+                on_shard(k, shard)
+    collector.finish()
 
 
 def collect(ds: ray.data.Dataset, schema: pa.Schema, on_rows=None) -> pa.Table:

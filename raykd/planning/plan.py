@@ -186,9 +186,8 @@ class Planner:
         gpus = self.hw.kind == "gpu" and t.actors.num_gpus > 0
         devices = int(t.actors.max_actors * t.actors.num_gpus) if gpus else None
         work, device_s, flops = self.teacher_seconds(pairs, shapes, devices)
-        # The stage runs one pipeline, and starts one actor pool, per shard and teacher model.
-        shards = max(1, math.ceil(pairs / t.shard_rows))
-        pools = shards * len(self.teacher_members())
+        # One pipeline over every shard: one actor pool per teacher model.
+        pools = len(self.teacher_members())
         seconds = work + pools * self.start("pool")
         self.plan.seconds["score"] = seconds
         self.plan.add("score", "pairs to score", f"{pairs:,}", self.n.pairs_source)
@@ -200,8 +199,7 @@ class Planner:
             "score",
             "wall time",
             _time(seconds),
-            f"{pools:,} actor-pool starts ({shards:,} shards x {len(self.teacher_members())} "
-            f"teacher models) x {self.start('pool'):.0f} s",
+            f"{pools} actor-pool start(s) x {self.start('pool'):.0f} s",
         )
         if gpus:
             target = self.target_hours
@@ -280,7 +278,9 @@ class Planner:
             devices = int(t.max_actors * t.num_gpus) if self.hw.kind == "gpu" else None
             pairs = q * ev.rerank_depth * len(ev.rerank_sources)
             seconds += self.teacher_seconds(pairs, shapes, devices)[0]
-            seconds += len(self.teacher_members()) * self.start("pool")
+            # The rerank scores groups of teacher.shard_rows pairs, a pipeline (and pool) each.
+            groups = max(1, math.ceil(pairs / self.cfg.teacher.shard_rows))
+            seconds += groups * len(self.teacher_members()) * self.start("pool")
         self.plan.seconds["eval"] = seconds
         self.plan.add("eval", "wall time", _time(seconds), f"{', '.join(ev.systems)}")
         for kind in ("flat", "ivf_flat", "ivf_pq", "hnsw"):

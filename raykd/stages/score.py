@@ -1,10 +1,15 @@
 """The ``score`` stage: teacher scores for every example, resumable shard by shard.
 
 Resumability uses a shard-level skip (not ``ray.data.checkpoint``): the examples are split once
-into shards by qid hash under ``<run>/.partial/score/<fingerprint>/input/``; each shard is scored
-and written atomically to ``.../out/shard-XXXXX.parquet``. A re-run after an interruption finds
-the same fingerprint, skips the shards already written and scores only the rest. When every shard
-is present they are copied into staging as ``scores/`` and the partial folder is removed.
+into shards by qid hash under ``<run>/.partial/score/<fingerprint>/input/``. One Ray Data
+pipeline scores every pending shard, in shard order, so the teacher's actor pool starts once
+(not once per shard: at MS MARCO's 590 shards of 100k pairs, the start-ups alone would take
+hours); each shard is written atomically to ``.../out/shard-XXXXX.parquet`` as soon as its
+rows are complete. An ensemble runs that pipeline once per member and keeps each member's shard
+files (``out/member-I/``) until every member has scored the shard. A re-run after an
+interruption finds the same fingerprint, skips what was written and scores only the rest. When
+every shard is present they are copied into staging as ``scores/`` and the partial folder is
+removed.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from raykd.data import acero
 from raykd.data.schemas import SCORES
 from raykd.errors import StageError
 from raykd.on_ray.errors import unwrap_ray_error
-from raykd.on_ray.scoring import collect, require_teacher_fits, score_dataset
+from raykd.on_ray.scoring import require_teacher_fits, score_by_shard
 from raykd.run_dir import RunDir
 from raykd.stages.pipeline import StageContext, StageResult
 from raykd.teacher.base import TeacherEnv, build_teacher
-from raykd.teacher.rows import add_shard, attach_queries, check_scores
+from raykd.teacher.ensemble import EnsembleTeacher
+from raykd.teacher.rows import ShardCollector, add_shard, attach_queries, check_scores
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,29 @@ def list_shards(run: RunDir, rel: str) -> list[int]:
     return sorted(int(n.split("=", 1)[1]) for n in names if n.startswith("shard="))
 
 
+def shard_rel(partial: str, k: int) -> str:
+    return f"{partial}/out/shard-{k:05d}.parquet"
+
+
+def member_rel(partial: str, member: int, k: int) -> str:
+    """An ensemble member's scores of shard ``k``, kept until every member has scored it."""
+    return f"{partial}/out/member-{member}/shard-{k:05d}.parquet"
+
+
+def pending_rows(ctx: StageContext, partial: str, shards: list[int]):
+    """The examples of ``shards``, shard after shard, with their query texts."""
+    import ray.data
+
+    run = ctx.run
+    queries = read_queries(run, ctx.cfg.data.splits.train)
+    paths = [run.uri_of(f"{partial}/input/shard={k}") for k in shards]
+    return ray.data.read_parquet(paths).map_batches(
+        attach_queries,
+        fn_kwargs={"queries": queries, "source": run.uri_of("examples")},
+        batch_size=4096,
+    )
+
+
 def write_atomic(run: RunDir, rel: str, table: pa.Table) -> None:
     """No half-written shard is ever visible: temp file + move locally, one PUT on object stores."""
     target = run.path(rel)
@@ -87,15 +116,11 @@ def write_atomic(run: RunDir, rel: str, table: pa.Table) -> None:
 
 
 def run_score(ctx: StageContext) -> StageResult:
-    import ray.data
-
     cfg, run = ctx.cfg, ctx.run
     trained = run.path("teacher_model") if cfg.teacher.train is not None else None
     teacher = build_teacher(cfg.teacher, TeacherEnv(run=run, job=cfg, trained_model=trained))
     require_teacher_fits(teacher)  # before any partial work is written
     schema = scores_schema(tuple(teacher.columns))
-    queries = read_queries(run, cfg.data.splits.train)
-    source = run.uri_of("examples")
 
     n_total = count_rows(run, "examples")
     n_shards = max(1, math.ceil(n_total / cfg.teacher.shard_rows))
@@ -105,41 +130,45 @@ def run_score(ctx: StageContext) -> StageResult:
             split_examples(run, partial, n_shards)
     shards = list_shards(run, f"{partial}/input") if n_total else []
 
-    scored = skipped = 0
-    score_time = 0.0
-    with progress("score", n_total, "pairs") as bar:
-        for i, k in enumerate(shards):
-            out_rel = f"{partial}/out/shard-{k:05d}.parquet"
-            if run.exists(out_rel):
-                skipped += 1
-                continue
-            start = time.perf_counter()
-            with unwrap_ray_error():
-                ds = (
-                    ray.data.read_parquet(run.uri_of(f"{partial}/input/shard={k}"))
-                    .map_batches(
-                        attach_queries,
-                        fn_kwargs={"queries": queries, "source": source},
-                        batch_size=4096,
+    pending = [k for k in shards if not run.exists(shard_rel(partial, k))]
+    expected = {k: count_rows(run, f"{partial}/input/shard={k}") for k in pending}
+    scored, skipped = sum(expected.values()), len(shards) - len(pending)
+    written = [skipped]
+    start = time.perf_counter()
+
+    def write_shard(k: int, table: pa.Table) -> None:
+        table = table.select(schema.names).cast(schema)
+        check_scores(table, tuple(teacher.columns))
+        write_atomic(run, shard_rel(partial, k), table)
+        written[0] += 1
+        log.info("score: shard %d (%d/%d) %d pairs", k, written[0], len(shards), table.num_rows)
+
+    # An ensemble scores every pending shard with each member in turn (one pool per member),
+    # keeps each member's shard files, and combines a shard once every member has scored it.
+    specs = [s for _, _, s in teacher.members] if isinstance(teacher, EnsembleTeacher) else []
+    unit = "pair scores" if specs else "pairs"
+    with progress("score", scored * max(1, len(specs)), unit) as bar, unwrap_ray_error():
+        if pending and not specs:
+            rows = pending_rows(ctx, partial, pending)
+            score_by_shard(teacher, rows, ShardCollector(expected, n_shards), write_shard,
+                           bar.update)  # fmt: skip
+        elif pending:
+            for i, spec in enumerate(specs):  # each member's pool once, over every shard
+                todo = [k for k in pending if not run.exists(member_rel(partial, i, k))]
+                bar.update(sum(expected[k] for k in pending if k not in todo))
+                if todo:
+                    score_by_shard(
+                        spec,
+                        pending_rows(ctx, partial, todo),
+                        ShardCollector({k: expected[k] for k in todo}, n_shards),
+                        lambda k, t, i=i: write_atomic(run, member_rel(partial, i, k), t),
+                        bar.update,
                     )
-                    .materialize()
-                )
-                n_in = ds.count()
-                table = collect(score_dataset(teacher, ds), schema, bar.update)
-            if table.num_rows != n_in:
-                raise StageError(f"shard {k}: teacher returned {table.num_rows} rows for {n_in}")
-            check_scores(table, tuple(teacher.columns))
-            write_atomic(run, out_rel, table)
-            score_time += time.perf_counter() - start
-            scored += n_in
-            log.info(
-                "score: shard %d (%d/%d) %d pairs, %.1f pairs/s so far",
-                k,
-                i + 1,
-                len(shards),
-                n_in,
-                scored / score_time,
-            )
+            for k in pending:
+                tables = [pq.read_table(run.path(member_rel(partial, i, k)), filesystem=run.fs)
+                          for i in range(len(specs))]  # fmt: skip
+                write_shard(k, teacher.combine_tables(tables))
+    score_time = time.perf_counter() - start
 
     n_out = assemble(ctx, partial, shards, schema)
     if n_out != n_total:

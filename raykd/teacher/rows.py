@@ -63,3 +63,43 @@ def check_scores(table: pa.Table, columns: tuple[str, ...] = ()) -> None:
             f"teacher returned qid {dup['qid'][0].as_py()!r} eid {dup['eid'][0].as_py()!r} "
             f"{dup['count_all'][0].as_py()} times"
         )
+
+
+class ShardCollector:
+    """Routes scored rows, arriving in any order and any batch size, to their qid-hash shard, and
+    hands back each shard's table once all of its ``expected[k]`` rows are in: one pipeline can
+    then score many shards and still write them one at a time. Its memory is the shards in
+    flight; in input order (Ray Data's ``preserve_order``) that is one or two."""
+
+    def __init__(self, expected: dict[int, int], n_shards: int) -> None:
+        self.expected, self.n_shards = expected, n_shards
+        self.parts: dict[int, list[pa.Table]] = {}
+        self.counts = dict.fromkeys(expected, 0)
+
+    def add(self, table: pa.Table) -> list[tuple[int, pa.Table]]:
+        """The shards ``table`` completes, each as one table."""
+        shards = shard_of(table.column("qid").to_numpy(zero_copy_only=False), self.n_shards)
+        done = []
+        for k in np.unique(shards).tolist():
+            if k not in self.expected:
+                raise StageError(f"teacher returned rows of shard {k}, which was not scored")
+            part = table.filter(pa.array(shards == k))
+            self.parts.setdefault(k, []).append(part)
+            self.counts[k] += part.num_rows
+            if self.counts[k] > self.expected[k]:
+                raise StageError(
+                    f"shard {k}: teacher returned {self.counts[k]} rows for {self.expected[k]}"
+                )
+            if self.counts[k] == self.expected[k]:
+                done.append((k, pa.concat_tables(self.parts.pop(k))))
+        return done
+
+    def finish(self) -> None:
+        """Every shard must have come back whole."""
+        short = {k: n for k, n in self.counts.items() if n < self.expected[k]}
+        if short:
+            k = min(short)
+            raise StageError(
+                f"shard {k}: teacher returned {short[k]} rows for {self.expected[k]} "
+                f"({len(short)} shards short)"
+            )
