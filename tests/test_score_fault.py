@@ -153,3 +153,49 @@ def test_killed_scoring_actor_is_replaced_and_no_row_is_lost(scoring_run):
     assert killed, "no scoring actor was caught mid-batch"
     assert seen - set(killed), "the killed actor was not replaced by a new one"
     _assert_exactly_once(pq.read_table(run.path("scores")), examples)
+
+
+GPU_DRIVER = """
+import json, sys
+import ray
+from raykd.config import validate
+from raykd.stages.pipeline import run_stage, stage_by_name
+from raykd.run_dir import RunDir
+
+cfg = validate(json.loads(sys.argv[1]))
+# A Ray of its own that declares a GPU this machine lacks: a GPU pool's actors get scheduled on
+# it and the scorer, finding no CUDA, runs on the CPU.
+ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+ray.data.DataContext.get_current().enable_progress_bars = False
+run_stage(stage_by_name("score"), cfg, RunDir.open(cfg.run_dir))
+"""
+
+
+def test_a_gpu_pool_streams_from_the_tokeniser(scoring_run):
+    """A GPU pool is fed by the tokeniser as it goes (no materialised pre-stage): on a Ray with a
+    declared GPU, every shard is scored exactly once and matches a CPU pool's scores."""
+    from raykd.stages.pipeline import run_stage, stage_by_name
+
+    actors = {"torch_threads": 1, "batch_size": 8, "num_gpus": 1}
+    cfg, run, examples = scoring_run(20, 4, shard_rows=40, actors=actors)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", GPU_DRIVER, json.dumps(cfg.model_dump(mode="json"))],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gpu = pq.read_table(run.path("scores"))
+    _assert_exactly_once(gpu, examples)
+    assert run.read_json("manifests/score.json")["info"]["shards"] >= 3
+
+    cpu_cfg = cfg.model_copy(deep=True)
+    cpu_cfg.teacher.actors.num_gpus = 0.0
+    assert run_stage(stage_by_name("score"), cpu_cfg, run, force=True)
+    cpu = pq.read_table(run.path("scores"))
+    by_eid = dict(zip(cpu["eid"].to_pylist(), cpu["score"].to_pylist(), strict=True))
+    for eid, score in zip(gpu["eid"].to_pylist(), gpu["score"].to_pylist(), strict=True):
+        assert abs(by_eid[eid] - score) < 1e-5, eid

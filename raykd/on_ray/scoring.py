@@ -53,20 +53,20 @@ def require_teacher_fits(teacher: Teacher) -> None:
 def score_examples(ds: ray.data.Dataset, spec: ScorerSpec) -> ray.data.Dataset:
     """Tokenise (CPU tasks), then score in an autoscaling actor pool.
 
-    The pre-stage output is materialised first: scoring actors on a small CPU node would
-    otherwise hold every core while the tokeniser tasks wait for one (a silent hang). It is then
-    cut into contiguous blocks of a few batches: an actor takes whole blocks, so one block per
-    length bucket would leave all but one actor idle, and contiguous cuts keep the buckets.
+    For a CPU pool the pre-stage output is materialised first: its actors would otherwise hold
+    every core of a small node while the tokeniser tasks wait for one (a silent hang). A GPU
+    pool streams from the tokeniser instead, so the object store holds a window of the rows,
+    not every pending shard's tokens (tens of GB at MS MARCO's scale). The rows are cut into
+    contiguous blocks of a few batches: an actor takes whole blocks, so one block per length
+    bucket would leave all but one actor idle, and contiguous cuts keep the buckets.
     """
     actors = spec.actors
     if spec.prestage is not None:
-        ds = (
-            ds.map_batches(
-                spec.prestage, fn_kwargs=spec.prestage_kwargs, batch_size=spec.prestage_batch_size
-            )
-            .repartition(target_num_rows_per_block=actors.batch_size * BATCHES_PER_BLOCK)
-            .materialize()
-        )
+        ds = ds.map_batches(
+            spec.prestage, fn_kwargs=spec.prestage_kwargs, batch_size=spec.prestage_batch_size
+        ).repartition(target_num_rows_per_block=actors.batch_size * BATCHES_PER_BLOCK)
+        if not actors.num_gpus:
+            ds = ds.materialize()
     fn, kwargs = spec.actor_cls, spec.actor_kwargs
     if spec.shared:
         shared = {k: [ray.put(v)] for k, v in spec.shared.items()}
