@@ -16,15 +16,16 @@ from raykd.config import ConfigError
 
 GIB = 2**30
 
-# Published dense bf16 tensor-core peaks, FLOP/s, and memory; matched in order against
-# torch.cuda.get_device_name(), so "H100 PCIe" precedes "H100".
-GPUS: dict[str, tuple[float, float]] = {
-    "H200": (989e12, 141 * GIB),
-    "H100 PCIe": (756e12, 80 * GIB),
-    "H100": (989e12, 80 * GIB),
-    "A100": (312e12, 80 * GIB),
-    "A10G": (70e12, 24 * GIB),
-    "L4": (121e12, 24 * GIB),
+# Published dense bf16 tensor-core peaks, FLOP/s, memory, and the host's vCPUs per GPU of the
+# usual cloud machine (p5e, p5, p4d, g5 and g6 .2xlarge): they run the tokenisers. Matched in
+# order against torch.cuda.get_device_name(), so "H100 PCIe" precedes "H100".
+GPUS: dict[str, tuple[float, float, int]] = {
+    "H200": (989e12, 141 * GIB, 24),
+    "H100 PCIe": (756e12, 80 * GIB, 24),
+    "H100": (989e12, 80 * GIB, 24),
+    "A100": (312e12, 80 * GIB, 12),
+    "A10G": (70e12, 24 * GIB, 8),
+    "L4": (121e12, 24 * GIB, 8),
 }
 CPU_CORE_PEAK = 96e9  # 2 FMA units x 8 fp32 lanes x 2 FLOP x 3 GHz
 
@@ -58,6 +59,7 @@ class Hardware:
     count: int
     peak_flops: float
     memory_bytes: float
+    cpus: int  # per device: the host's vCPUs beside a GPU, a CPU machine's cores
 
     def rate(self, work: str, devices: int | None = None) -> float:
         """Assumed achieved FLOP/s of ``devices`` (default all) for ``work`` (infer, train)."""
@@ -84,9 +86,9 @@ def parse_hardware(text: str) -> Hardware:
         raise ConfigError(f"--hardware {text!r}: the count must be at least 1")
     if name.lower() == "cpu":
         cores = count if m.group(1) else os.cpu_count() or 1
-        return Hardware(f"cpu ({cores} cores)", "cpu", 1, cores * CPU_CORE_PEAK, 0.0)
+        return Hardware(f"cpu ({cores} cores)", "cpu", 1, cores * CPU_CORE_PEAK, 0.0, cores)
     known = {k.lower(): k for k in GPUS}
     if name.lower() not in known:
         raise ConfigError(f"--hardware {text!r}: unknown device; known: cpu, {', '.join(GPUS)}")
-    peak, memory = GPUS[known[name.lower()]]
-    return Hardware(known[name.lower()], "gpu", count, peak, memory)
+    peak, memory, cpus = GPUS[known[name.lower()]]
+    return Hardware(known[name.lower()], "gpu", count, peak, memory, cpus)

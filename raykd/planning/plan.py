@@ -146,12 +146,27 @@ class Planner:
 
     def teacher_seconds(self, pairs: int, shapes: dict[str, ModelShape], devices: int | None):
         """(seconds on ``devices``, device-seconds on one device, FLOPs) of ``pairs`` scored by
-        every teacher member in turn, start-ups excluded."""
+        every teacher member in turn, start-ups excluded.
+
+        A cross-encoder's pairs are tokenised by Ray Data tasks on every CPU beside the pool;
+        they overlap a GPU pool's forward passes and precede a CPU pool's. A bi-encoder
+        tokenises inside its actors, one thread each, before each forward pass."""
+        t, hw = self.cfg.teacher, self.hw
+        n = hw.count if devices is None else min(devices, hw.count)
+        q_len, p_len = t.max_query_length or t.max_passage_length, t.max_passage_length
         seconds = one = flops = 0.0
         for member in self.teacher_members():
             f, work, bm25 = self.pair_cost(member, shapes)
-            actors = self.cfg.teacher.actors.max_actors
-            seconds += pairs * (f / self.rate(work, devices)[0] + bm25 / actors)
+            compute = pairs * f / self.rate(work, devices)[0]
+            raw = self.len.untruncated("query", q_len) + self.len.untruncated("passage", p_len)
+            tokenise = pairs * raw / TOKENIZE_TOKENS_PER_S if f else 0.0
+            if member.kind == "bi_encoder":
+                compute += tokenise / (n if hw.kind == "gpu" else 1)
+            elif hw.kind == "gpu":
+                compute = max(compute, tokenise / (n * hw.cpus))
+            else:
+                compute += tokenise / hw.cpus
+            seconds += compute + pairs * bm25 / t.actors.max_actors
             one += pairs * (f / self.rate(work, 1)[0] + bm25)
             flops += pairs * f
         return seconds, one, flops
@@ -246,8 +261,8 @@ class Planner:
             "train",
             "epoch time",
             _time((work + steps * step_s) / tr.epochs),
-            f"{bound}-bound: compute {_time(compute)} ({basis}), tokenising {_time(tokenise)}, "
-            f"{step_s:g} s/step",
+            f"{bound}-bound, per epoch: compute {_time(compute / tr.epochs)} ({basis}), "
+            f"tokenising {_time(tokenise / tr.epochs)}, {step_s:g} s/step",
         )
         self.plan.add("train", "wall time", _time(seconds), f"+ {self.start('train'):.0f} s start")
 
