@@ -145,31 +145,39 @@ class Planner:
         return shape.forward_flops(self.len.single("passage", p_len)), "encode", 0.0
 
     def teacher_seconds(self, pairs: int, shapes: dict[str, ModelShape], devices: int | None):
-        """(seconds on ``devices``, device-seconds on one device, FLOPs) of ``pairs`` scored by
-        every teacher member in turn, start-ups excluded.
+        """(seconds on ``devices``, seconds on one device and its host's CPUs, FLOPs, the bound)
+        of ``pairs`` scored by every teacher member in turn, start-ups excluded."""
+        on_all = on_one = flops = 0.0
+        bound = "FLOPs"
+        for member in self.teacher_members():
+            f, work, bm25 = self.pair_cost(member, shapes)
+            seconds, tokens_bound = self._member_seconds(pairs, f, work, member.kind, devices)
+            on_all += seconds + pairs * bm25 / self.cfg.teacher.actors.max_actors
+            on_one += self._member_seconds(pairs, f, work, member.kind, 1)[0] + pairs * bm25
+            flops += pairs * f
+            bound = "tokenisation" if tokens_bound else bound
+        return on_all, on_one, flops, bound
+
+    def _member_seconds(self, pairs: int, f: float, work: str, kind: str, devices: int | None):
+        """(seconds, whether tokenising bounds them) of one model member on ``devices``.
 
         A cross-encoder's pairs are tokenised by Ray Data tasks on every CPU beside the pool;
         they overlap a GPU pool's forward passes and precede a CPU pool's. A bi-encoder
         tokenises inside its actors, one thread each, before each forward pass."""
+        if not f:
+            return 0.0, False
         t, hw = self.cfg.teacher, self.hw
         n = hw.count if devices is None else min(devices, hw.count)
+        compute = pairs * f / self.rate(work, devices)[0]
         q_len, p_len = t.max_query_length or t.max_passage_length, t.max_passage_length
-        seconds = one = flops = 0.0
-        for member in self.teacher_members():
-            f, work, bm25 = self.pair_cost(member, shapes)
-            compute = pairs * f / self.rate(work, devices)[0]
-            raw = self.len.untruncated("query", q_len) + self.len.untruncated("passage", p_len)
-            tokenise = pairs * raw / TOKENIZE_TOKENS_PER_S if f else 0.0
-            if member.kind == "bi_encoder":
-                compute += tokenise / (n if hw.kind == "gpu" else 1)
-            elif hw.kind == "gpu":
-                compute = max(compute, tokenise / (n * hw.cpus))
-            else:
-                compute += tokenise / hw.cpus
-            seconds += compute + pairs * bm25 / t.actors.max_actors
-            one += pairs * (f / self.rate(work, 1)[0] + bm25)
-            flops += pairs * f
-        return seconds, one, flops
+        raw = self.len.untruncated("query", q_len) + self.len.untruncated("passage", p_len)
+        tokenise = pairs * raw / TOKENIZE_TOKENS_PER_S
+        if kind == "bi_encoder":
+            return compute + tokenise / (n if hw.kind == "gpu" else 1), False
+        if hw.kind == "gpu":
+            cpus = tokenise / (n * hw.cpus)
+            return max(compute, cpus), cpus > compute
+        return compute + tokenise / hw.cpus, False
 
     def build(self) -> Plan:
         cfg = self.cfg
@@ -200,7 +208,7 @@ class Planner:
         t, pairs = self.cfg.teacher, self.n.pairs
         gpus = self.hw.kind == "gpu" and t.actors.num_gpus > 0
         devices = int(t.actors.max_actors * t.actors.num_gpus) if gpus else None
-        work, device_s, flops = self.teacher_seconds(pairs, shapes, devices)
+        work, device_s, flops, bound = self.teacher_seconds(pairs, shapes, devices)
         # One pipeline over every shard: one actor pool per teacher model.
         pools = len(self.teacher_members())
         seconds = work + pools * self.start("pool")
@@ -209,12 +217,14 @@ class Planner:
         self.plan.add("score", "teacher FLOPs", _flop(flops), "2 x params x pair tokens")
         gpu_h = device_s / 3600
         basis = self.rate("encode" if t.kind == "bi_encoder" else "score", 1)[1]
+        if self.hw.kind == "gpu":
+            basis += f"; its host's {self.hw.cpus} vCPUs tokenising"
         self.plan.add("score", "device-hours", f"{gpu_h:,.2f}", basis)
         self.plan.add(
             "score",
             "wall time",
             _time(seconds),
-            f"{pools} actor-pool start(s) x {self.start('pool'):.0f} s",
+            f"{bound}-bound; {pools} actor-pool start(s) x {self.start('pool'):.0f} s",
         )
         if gpus:
             target = self.target_hours
@@ -226,7 +236,8 @@ class Planner:
                 "score",
                 f"GPUs to score in {target:g} h",
                 f"{need:,} ({actors:,} actors)",
-                f"device-hours / {target:g} h, start-ups excluded{note}",
+                f"device-hours (each GPU with its host's CPUs) / {target:g} h, start-ups "
+                f"excluded{note}",
             )
 
     def _train(self, student: ModelShape) -> None:
