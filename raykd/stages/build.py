@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import ray
 from ray.data.context import ShuffleStrategy
 
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 4096  # rows per row group
 ROWS_PER_FILE = 100_000
+# Rows per block the sort shuffles (~0.5 GB of example texts at most). The sort splits each of
+# its N input blocks into N parts, and parts under Ray's 100 KB inline limit are held in the
+# driver's heap: the reads' ~1 MiB blocks put the whole dataset there, in N^2 objects.
+SORT_BLOCK_ROWS = 1 << 20
 
 
 def _read(ctx: StageContext, rel: str, columns: list[str], src: int) -> ray.data.Dataset:
@@ -69,6 +74,13 @@ def run_build(ctx: StageContext) -> StageResult:
         _read(ctx, "scores", ["qid", "eid", "kind", "score"], SRC_SCORE),
         _read(ctx, "pool", ["qid", "pid", "rank", "source"], SRC_POOL),
     )
+    # SORT_BLOCK_ROWS-row blocks (split and combined, not shuffled), counted from the Parquet
+    # footers: a streaming repartition by rows left the reads' small blocks as they were.
+    rows = sum(
+        pads.dataset(ctx.run.path(rel), filesystem=ctx.run.fs, format="parquet").count_rows()
+        for rel in (queries_rel, "examples", "scores", "pool")
+    )
+    ds = ds.repartition(max(1, -(-rows // SORT_BLOCK_ROWS)))
     # Sort-based grouping runs as plain tasks (the default hash shuffle reserves CPUs for its
     # aggregator actors, which starved the reads on a 2-CPU cluster), and it hands the groups
     # over in qid order, so with preserve_order the output needs no second sort.
