@@ -190,11 +190,16 @@ def _run_child(step: str, run_dir: Path, args: argparse.Namespace, config: Path)
         "--encode-limit",
         str(args.encode_limit or 0),
     ]
+    return child_result(cmd, f"{step} on {run_dir}")
+
+
+def child_result(cmd: list[str], what: str) -> dict:
+    """Run a measuring subprocess and return the JSON of its last ``RESULT`` line."""
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"{step} on {run_dir} failed (rc {proc.returncode})")
+        raise SystemExit(f"{what} failed (rc {proc.returncode})")
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
