@@ -4,7 +4,7 @@ Resumability uses a shard-level skip (not ``ray.data.checkpoint``): the examples
 into shards by qid hash under ``<run>/.partial/score/<fingerprint>/input/``. One Ray Data
 pipeline scores every pending shard, in shard order, so the teacher's actor pool starts once
 (not once per shard: at MS MARCO's 590 shards of 100k pairs, the start-ups alone would take
-hours); each shard is written atomically to ``.../out/shard-XXXXX.parquet`` as soon as its
+hours); each shard is written atomically to ``.../out/shard-<k, 5 digits>.parquet`` as soon as its
 rows are complete. An ensemble runs that pipeline once per member and keeps each member's shard
 files (``out/member-I/``) until every member has scored the shard. A re-run after an
 interruption finds the same fingerprint, skips what was written and scores only the rest. When
