@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 def _job(tmp_path, demo_collection, **sections) -> str:
     cfg = {
         "data": {"format": "beir", "path": str(demo_collection.root)},
-        "mining": {"sources": ["bm25", "random"], "depth": 15, "n_random": 5},
+        "mining": {"sources": ["bm25", "random"], "depth": 15, "n_random": 30},
         "augment": {"n_rein": 2, "mask_ratios": [0.3]},
         "student": {"model": str(demo_collection.student_dir)},
         "candidates": {"m": 4, "n_strata": 2, "n_masked": 1},
@@ -61,15 +61,17 @@ def _finish(cluster, client, sid, timeout: float) -> str:
 
 @pytest.fixture
 def minilm_sized_teacher(demo_collection, tmp_path) -> str:
-    """A cross-encoder of MiniLM-L6's shape (random weights, the demo's vocabulary): at ~100
-    pairs/s per CPU its pool scores long enough for a node to join and another to leave."""
+    """A cross-encoder of MiniLM's width and twelve layers (random weights, the demo's
+    vocabulary). With the job's ~4k pairs at ~20 pairs/s per CPU here, the pool scores for ~90 s
+    after its first actor starts, against ~10 s for a node to join and the pool to grow onto it.
+    CI once ran the six-layer, 2k-pair version twice as fast, and the stage ended first."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(demo_collection.teacher_dir)
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=384,
-        num_hidden_layers=6,
+        num_hidden_layers=12,
         num_attention_heads=12,
         intermediate_size=1536,
         num_labels=1,
