@@ -69,7 +69,7 @@ class ShardCollector:
     """Routes scored rows, arriving in any order and any batch size, to their qid-hash shard, and
     hands back each shard's table once all of its ``expected[k]`` rows are in: one pipeline can
     then score many shards and still write them one at a time. Its memory is the shards in
-    flight; in input order (Ray Data's ``preserve_order``) that is one or two."""
+    flight: with rows arriving nearly in input order, the few that straddle the blocks in flight."""
 
     def __init__(self, expected: dict[int, int], n_shards: int) -> None:
         self.expected, self.n_shards = expected, n_shards
