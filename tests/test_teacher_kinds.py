@@ -269,3 +269,53 @@ def test_bi_encoder_cache_encodes_each_text_once_and_evicts_least_recent(demo_co
     assert list(scorer._cache) == [(16, "clouds"), (8, "sun"), (16, "rain")]
     scorer.score(["rain"], ["sun"])
     assert encoded[4:] == [["rain"], ["sun"]]
+
+
+def test_ensemble_rerank_scores_every_pair_once_and_combines_per_query(
+    ray_session, demo_config, demo_collection, prepared_run
+):
+    """The eval's teacher rerank: one pipeline over several blocks of pairs, each member's raw
+    score equal to the scorer run in-process, combined per query over the whole run."""
+    from raykd.evaluation.rerank import fetch_passages
+    from raykd.on_ray.scoring import rerank_teacher
+    from raykd.stages.score import read_queries
+    from raykd.teacher.cross_encoder import CrossEncoderScorer
+    from raykd.teacher.tokenize import load_tokenizer, tokenize_batch
+
+    members = [
+        {"kind": "bm25", "weight": 0.4, "bm25": {"k1": 1.2}},
+        {"kind": "cross_encoder", "weight": 0.6, "model": str(demo_collection.teacher_dir)},
+    ]
+    cfg = with_teacher(
+        demo_config, kind="ensemble", members=members, shard_rows=7, actors={"torch_threads": 1}
+    )
+    queries = read_queries(prepared_run, cfg.data.splits.train)
+    qids = sorted(queries)[:5]
+    pids = pq.read_table(prepared_run.path("corpus"), columns=["pid"])["pid"].to_pylist()
+    first = {q: {p: 0.0 for p in pids[3 * i : 3 * i + 9]} for i, q in enumerate(qids)}
+    passages = fetch_passages(prepared_run, {p for d in first.values() for p in d}, "test")
+
+    run = rerank_teacher(first, queries, passages, cfg, prepared_run, source="test")
+    assert {q: set(d) for q, d in run.items()} == {q: set(d) for q, d in first.items()}
+
+    pairs = [(q, p) for q in qids for p in first[q]]
+    q_texts = [queries[q] for q, _ in pairs]
+    texts = [passages[p] for _, p in pairs]
+    stats = corpus_stats_from_parquet(prepared_run.path("corpus"), prepared_run.fs)
+    model = str(demo_collection.teacher_dir)
+    n = len(pairs)
+    batch = {"qid": ["q"] * n, "eid": [str(i) for i in range(n)], "kind": ["rerank"] * n}
+    batch = {"query": q_texts, "text": texts, **batch}
+    tokens = tokenize_batch(  # length-sorted: the eid column says which pair a score is
+        {k: np.array(v, dtype=object) for k, v in batch.items()},
+        tokenizer=model,
+        max_query_length=cfg.teacher.max_query_length,
+        max_passage_length=cfg.teacher.max_passage_length,
+    )
+    scored = CrossEncoderScorer(model, pad_id=load_tokenizer(model).pad_token_id)(tokens)
+    ce = np.empty(n, dtype=np.float32)
+    ce[scored["eid"].astype(int)] = scored["score"]
+    raw = {"bm25": Bm25Scorer(stats, k1=1.2).score(q_texts, texts), "ce": ce}
+    want = combine(raw, [0.4, 0.6], np.array([q for q, _ in pairs]))
+    got = [run[q][p] for q, p in pairs]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

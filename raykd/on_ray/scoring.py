@@ -1,5 +1,5 @@
-"""Teachers on Ray Data: a ScorerSpec as CPU pre-stage tasks and an autoscaling actor pool, an
-ensemble as its members in turn, and the rerank of a first-stage run by the teacher."""
+"""Teachers on Ray Data: a ScorerSpec as CPU pre-stage tasks and an autoscaling actor pool, the
+score stage's shards through one such pool, and the rerank of a first-stage run by the teacher."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from raykd.console import progress
+from raykd.data.schemas import SCORES
 from raykd.data.trec import Run
 from raykd.errors import StageError
 from raykd.evaluation.rerank import pair_groups
 from raykd.on_ray.capacity import require_pool_fits
 from raykd.on_ray.errors import unwrap_ray_error
 from raykd.teacher.base import ScorerSpec, TeacherEnv, build_teacher
+from raykd.teacher.ensemble import EnsembleTeacher
 from raykd.teacher.rows import ShardCollector, check_scores
 
 if TYPE_CHECKING:
@@ -82,26 +85,6 @@ def score_examples(ds: ray.data.Dataset, spec: ScorerSpec) -> ray.data.Dataset:
     )
 
 
-def _arrow(ds: ray.data.Dataset) -> list[pa.Table]:
-    return [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
-
-
-def score_dataset(teacher: Teacher, ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds`` (``qid, eid, kind, query, text``) scored by ``teacher``.
-
-    An ensemble materialises its input (a shard of whole queries, ``teacher.shard_rows`` rows at
-    most), scores it with each member and combines per query in the driver.
-    """
-    if isinstance(teacher, ScorerSpec):
-        return score_examples(ds, teacher)
-    ds = ds.materialize()
-    tables = []
-    for _, _, scorer in teacher.members:
-        out = score_examples(ds, scorer).select_columns(["qid", "eid", "kind", "score"])
-        tables.append(pa.concat_tables(ray.get(out.to_arrow_refs())))
-    return ray.data.from_arrow(teacher.combine_tables(tables))
-
-
 def score_by_shard(
     spec: ScorerSpec,
     ds: ray.data.Dataset,
@@ -148,36 +131,42 @@ def rerank_teacher(
     *,
     source: str = "run",
 ) -> Run:
-    """Score every pair of ``first_stage`` with the configured teacher (raw teacher scores), a
-    group of whole queries at a time (at most ``teacher.shard_rows`` pairs, as the score stage
-    does), so per-query ensembles stay correct. The trained teacher is used when
+    """Score every pair of ``first_stage`` with the configured teacher (raw teacher scores) in
+    one pipeline, so one actor pool starts (one per ensemble member, which then combines per
+    query over the whole run, as the score stage does). The trained teacher is used when
     ``teacher.train`` is set, as in the score stage."""
     trained = run_dir.path("teacher_model") if cfg.teacher.train is not None else None
     teacher = build_teacher(cfg.teacher, TeacherEnv(run=run_dir, job=cfg, trained_model=trained))
     require_teacher_fits(teacher)
+    # Cut at shard_rows pairs (whole queries) so the input is many blocks, not one.
+    pairs = list(pair_groups(first_stage, queries, passages, cfg.teacher.shard_rows, source))
+    n_pairs = sum(t.num_rows for t in pairs)
+    if not n_pairs:
+        return {}
+    specs = [s for _, _, s in teacher.members] if isinstance(teacher, EnsembleTeacher) else []
+    schema = SCORES
     start = time.perf_counter()
-    out: Run = {}
-    n_pairs = 0
-    for table in pair_groups(first_stage, queries, passages, cfg.teacher.shard_rows, source):
+    with progress("teacher rerank", n_pairs * max(1, len(specs)), "pairs") as bar:
         with unwrap_ray_error():
-            scored = score_dataset(teacher, ray.data.from_arrow(table))
-            parts = _arrow(scored.select_columns(["qid", "eid", "score"]))
-        n_out = sum(t.num_rows for t in parts)
-        if n_out != table.num_rows:
-            raise StageError(f"teacher returned {n_out} scores for {table.num_rows} pairs")
-        result = pa.concat_tables(parts, promote_options="permissive")
-        check_scores(result)
-        for qid, pid, score in zip(
-            result.column("qid").to_pylist(),
-            result.column("eid").to_pylist(),
-            result.column("score").to_pylist(),
-            strict=True,
-        ):
-            out.setdefault(qid, {})[pid] = float(score)
-        n_pairs += table.num_rows
-        log.info(
-            "teacher rerank: %d pairs scored (%.1f pairs/s)",
-            n_pairs,
-            n_pairs / max(time.perf_counter() - start, 1e-9),
-        )
+            ds = ray.data.from_arrow(pairs)
+            if specs:
+                ds = ds.materialize()
+                members = [collect(score_examples(ds, s), schema, bar.update) for s in specs]
+                result = teacher.combine_tables(members)
+            else:
+                result = collect(score_examples(ds, teacher), schema, bar.update)
+    if result.num_rows != n_pairs:
+        raise StageError(f"teacher returned {result.num_rows} scores for {n_pairs} pairs")
+    check_scores(result)
+    out: Run = {}
+    for qid, pid, score in zip(
+        result.column("qid").to_pylist(),
+        result.column("eid").to_pylist(),
+        result.column("score").to_pylist(),
+        strict=True,
+    ):
+        out.setdefault(qid, {})[pid] = float(score)
+    if sum(len(d) for d in out.values()) != n_pairs:
+        raise StageError(f"teacher returned {n_pairs} scores, not one for each of the pairs")
+    log.info("teacher rerank: %d pairs in %.1f s", n_pairs, time.perf_counter() - start)
     return out

@@ -315,9 +315,7 @@ class Planner:
             devices = int(t.max_actors * t.num_gpus) if self.hw.kind == "gpu" else None
             pairs = q * ev.rerank_depth * len(ev.rerank_sources)
             seconds += self.teacher_seconds(pairs, shapes, devices)[0]
-            # The rerank scores groups of teacher.shard_rows pairs, a pipeline (and pool) each.
-            groups = max(1, math.ceil(pairs / self.cfg.teacher.shard_rows))
-            seconds += groups * self.teacher_starts()
+            seconds += self.teacher_starts()  # one pipeline: a pool per member
         self.plan.seconds["eval"] = seconds
         self.plan.add("eval", "wall time", _time(seconds), f"{', '.join(ev.systems)}")
         for kind in ("flat", "ivf_flat", "ivf_pq", "hnsw"):

@@ -2,8 +2,9 @@
 
 A teacher is a description of a scoring job, not the job: this package never imports Ray. The
 score stage (``raykd.stages.score``) reads ``examples/``, joins the query text by qid, splits the
-rows into shards by qid hash (every row of a query lands in the same shard) and, for each shard
-not yet scored, runs the teacher on Ray Data (``raykd.on_ray.scoring.score_dataset``) over rows
+rows into shards by qid hash (every row of a query lands in the same shard) and runs the
+teacher on Ray Data over the rows of every shard not yet scored
+(``raykd.on_ray.scoring.score_by_shard``), rows
 
     qid, eid, kind, query, text            (strings; ``text`` is the example passage/dark text)
 
