@@ -7,7 +7,8 @@ else the demo collection's tiny student) on the same TRAIN rows: each train quer
 positive and random negatives, synthetic teacher scores, KL + lambda * InfoNCE.
 
 Timed window: the first ``--warmup`` optimizer steps are excluded on both sides. The bare loop
-times ``--steps`` steps after them. raykd reports every ``--warmup`` steps and its samples/s is the
+times ``--steps`` steps after them, once before raykd's run and once after (the ratio is against
+their mean, as the machine's speed drifts). raykd reports every ``--warmup`` steps and its samples/s is the
 mean over every report window but the first (which holds Ray start-up, dataset start, DeepSpeed
 init and the warm-up steps); ``--steps`` must be a multiple of ``--warmup``.
 
@@ -101,6 +102,9 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
     tr = job.train
     device = torch.device("cuda" if args.gpu else "cpu")
     task.model.to(device)
+    # from_pretrained leaves the model in eval mode; raykd's loop trains with dropout, whose
+    # masks cost ~20% of a CPU step, so the baseline must too.
+    task.model.train()
     opt = torch.optim.AdamW(task.model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     total = args.warmup + args.steps
     sched = get_linear_schedule_with_warmup(opt, tr.warmup_steps, total)
@@ -217,10 +221,15 @@ def main() -> None:
             f"{name}: batch {args.batch} x (1 + {args.negatives}) passages, "
             f"{args.warmup} warm-up + {args.steps} timed steps, {args.threads} threads"
         )
-        bare = bare_loop(job, model, table, args)
-        print(f"bare PyTorch loop: {bare:.2f} samples/s")
+        # The machine's speed drifts by 10-20% over minutes here: the bare loop runs before and
+        # after raykd's, and the ratio is against their mean.
+        before = bare_loop(job, model, table, args)
+        print(f"bare PyTorch loop, before: {before:.2f} samples/s")
         summary = raykd_loop(job, model, source, tmp, args)
         ours = summary["samples_per_s"]
+        after = bare_loop(job, model, table, args)
+        print(f"bare PyTorch loop, after: {after:.2f} samples/s")
+        bare = (before + after) / 2
         zero = job.train.zero_stage
         print(f"raykd (TorchTrainer + DeepSpeed ZeRO-{zero}, 1 worker): {ours:.2f} samples/s")
         print(f"raykd loss: first report {summary['first_loss']:.4f}, last {summary['loss']:.4f}")
