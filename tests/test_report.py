@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -132,9 +133,10 @@ def synthetic_run(tmp_path_factory) -> RunDir:
     rng = np.random.default_rng(0)
     scores = _scores_table(rng)
     Path(run.path("scores")).mkdir(parents=True)
-    half = scores.num_rows // 2
-    pq.write_table(scores.slice(0, half), run.path("scores/part-00000.parquet"))
-    pq.write_table(scores.slice(half), run.path("scores/part-00001.parquet"))
+    # As the score stage writes them: shards by qid, each query's rows in one file.
+    first = pc.is_in(scores["qid"], pa.array(sorted(set(scores["qid"].to_pylist()))[::2]))
+    pq.write_table(scores.filter(first), run.path("scores/part-00000.parquet"))
+    pq.write_table(scores.filter(pc.invert(first)), run.path("scores/part-00001.parquet"))
     for strategy in STRATEGIES:
         Path(run.path(f"train/{strategy}")).mkdir(parents=True)
         pq.write_table(
@@ -230,6 +232,22 @@ def test_sample_scores_exact_totals_and_per_positive_pools(synthetic_run):
     )
     again = sample_scores(synthetic_run, per_kind=50, n_queries=10, seed=0)
     np.testing.assert_array_equal(again.scores["neg"], s.scores["neg"])
+
+
+def test_bottom_k_keeps_the_k_smallest_distinct_keys():
+    from raykd.report.sampling import BottomK
+
+    rng = np.random.default_rng(3)
+    keys = {f"q{i}": float(k) for i, k in enumerate(rng.random(200))}
+    b = BottomK(5)
+    for q in [*keys, *list(keys)[:50]]:  # a repeated item counts once
+        b.add(keys[q], q)
+    assert b.items() == sorted(keys, key=keys.__getitem__)[:5]
+    small = BottomK(3)
+    for q, k in [("a", 0.5), ("b", 0.1), ("a", 0.5)]:
+        small.add(k, q)
+    assert small.items() == ["b", "a"]
+    assert BottomK(0).items() == []
 
 
 def test_sample_scores_rejects_unknown_kind(tmp_path):

@@ -9,6 +9,7 @@ same artifact and seed give the same sample.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -69,10 +70,11 @@ class Reservoir:
         return self._parts[0]
 
 
-def scan(
+def scan_fragments(
     run: RunDir, rel: str, columns: list[str], filt: pc.Expression | None = None
-) -> Iterator[pa.Table]:
-    """Record batches of ``rel`` (a Parquet folder), fragments in sorted path order."""
+) -> Iterator[Iterator[pa.Table]]:
+    """The record batches of ``rel`` (a Parquet folder), one iterator per file, files in sorted
+    path order."""
     if not run.exists(rel):
         raise InputError(run.uri_of(rel), "missing: run the upstream stages first")
     ds = pads.dataset(run.path(rel), filesystem=run.fs, format="parquet")
@@ -80,9 +82,41 @@ def scan(
     if missing:
         raise InputError(run.uri_of(rel), f"missing columns {missing}")
     for frag in sorted(ds.get_fragments(), key=lambda f: f.path):
-        for batch in frag.to_batches(columns=columns, filter=filt, batch_size=SCAN_BATCH_ROWS):
-            if batch.num_rows:
-                yield pa.Table.from_batches([batch])
+        batches = frag.to_batches(columns=columns, filter=filt, batch_size=SCAN_BATCH_ROWS)
+        yield (pa.Table.from_batches([b]) for b in batches if b.num_rows)
+
+
+def scan(
+    run: RunDir, rel: str, columns: list[str], filt: pc.Expression | None = None
+) -> Iterator[pa.Table]:
+    """Record batches of ``rel`` (a Parquet folder), files in sorted path order."""
+    for batches in scan_fragments(run, rel, columns, filt):
+        yield from batches
+
+
+class BottomK:
+    """The ``k`` distinct items of smallest key seen so far, in O(k) memory (a max-heap)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._heap: list[tuple[float, str]] = []  # (-key, item)
+        self._members: set[str] = set()
+
+    def add(self, key: float, item: str) -> None:
+        if item in self._members or not self.k:
+            return
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, (-key, item))
+        elif key < -self._heap[0][0]:
+            _, out = heapq.heapreplace(self._heap, (-key, item))
+            self._members.discard(out)
+        else:
+            return
+        self._members.add(item)
+
+    def items(self) -> list[str]:
+        """By ascending key."""
+        return [item for _, item in sorted(self._heap, reverse=True)]
 
 
 def _qid_key(qid: str, seed: int) -> float:
@@ -107,35 +141,42 @@ def sample_scores(
     run: RunDir, *, per_kind: int, n_queries: int, seed: int = 0, rel: str = "scores"
 ) -> ScoreSample:
     """Two scans of ``scores/``: a per-kind sample of rows (and a bottom-k sample of qids by a
-    seeded hash), then every pos/neg row of the sampled qids, for the full-pool diagnostics."""
+    seeded hash), then every pos/neg row of the sampled qids, for the full-pool diagnostics.
+    Memory: the samples, and the distinct qids of one file at a time."""
     rng = np.random.default_rng(seed)
     res = {k: Reservoir(per_kind, rng) for k in KINDS}
-    qid_keys: dict[str, float] = {}
+    chosen = BottomK(n_queries)
+    n_qids = 0
     other: set[str] = set()
-    for batch in scan(run, rel, ["qid", "kind", "score"]):
-        kinds = batch.column("kind")
-        for kind, r in res.items():
-            r.add(batch.select(["score"]).filter(pc.equal(kinds, kind)))
-        other.update(k for k in pc.unique(kinds).to_pylist() if k not in res)
-        for qid in pc.unique(batch.column("qid")).to_pylist():
-            if qid not in qid_keys:
-                qid_keys[qid] = _qid_key(qid, seed)
+    for batches in scan_fragments(run, rel, ["qid", "kind", "score"]):
+        # The score stage shards by qid: a query's rows share one file, so the distinct qids
+        # are counted per file and the driver never holds a key per query.
+        qids: set[str] = set()
+        for batch in batches:
+            kinds = batch.column("kind")
+            for kind, r in res.items():
+                r.add(batch.select(["score"]).filter(pc.equal(kinds, kind)))
+            other.update(k for k in pc.unique(kinds).to_pylist() if k not in res)
+            for qid in pc.unique(batch.column("qid")).to_pylist():
+                if qid not in qids:
+                    qids.add(qid)
+                    chosen.add(_qid_key(qid, seed), qid)
+        n_qids += len(qids)
     if other:
         raise InputError(run.uri_of(rel), f"unknown example kinds {sorted(other)}")
     schema = pa.schema([("score", pa.float32())])
     scores = {
         k: r.table(schema).column("score").to_numpy().astype(np.float64) for k, r in res.items()
     }
-    chosen = sorted(qid_keys, key=qid_keys.__getitem__)[:n_queries]
-    pools, conf = _pools(run, rel, chosen)
+    pools, conf = _pools(run, rel, chosen.items())
     return ScoreSample(
         scores=scores,
         totals={k: r.seen for k, r in res.items()},
         cap=per_kind,
         pools=pools,
         pool_confidence=conf,
-        n_queries=len(chosen),
-        total_queries=len(qid_keys),
+        n_queries=len(chosen.items()),
+        total_queries=n_qids,
     )
 
 
