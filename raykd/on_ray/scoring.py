@@ -109,8 +109,8 @@ def score_by_shard(
 
 
 def collect(ds: ray.data.Dataset, schema: pa.Schema, on_rows=None) -> pa.Table:
-    """The scored dataset as one Arrow table in ``schema`` (a shard: bounded by shard_rows);
-    ``on_rows(n)`` is called as each block of ``n`` rows arrives."""
+    """The scored dataset as one Arrow table in ``schema`` (held whole in the driver: the
+    bench's pairs, the rerank's); ``on_rows(n)`` is called as each block of ``n`` rows arrives."""
     tables = []
     for t in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         if t.num_rows:
@@ -144,17 +144,16 @@ def rerank_teacher(
     if not n_pairs:
         return {}
     specs = [s for _, _, s in teacher.members] if isinstance(teacher, EnsembleTeacher) else []
-    schema = SCORES
     start = time.perf_counter()
     with progress("teacher rerank", n_pairs * max(1, len(specs)), "pairs") as bar:
         with unwrap_ray_error():
             ds = ray.data.from_arrow(pairs)
             if specs:
                 ds = ds.materialize()
-                members = [collect(score_examples(ds, s), schema, bar.update) for s in specs]
+                members = [collect(score_examples(ds, s), SCORES, bar.update) for s in specs]
                 result = teacher.combine_tables(members)
             else:
-                result = collect(score_examples(ds, teacher), schema, bar.update)
+                result = collect(score_examples(ds, teacher), SCORES, bar.update)
     if result.num_rows != n_pairs:
         raise StageError(f"teacher returned {result.num_rows} scores for {n_pairs} pairs")
     check_scores(result)
@@ -166,7 +165,7 @@ def rerank_teacher(
         strict=True,
     ):
         out.setdefault(qid, {})[pid] = float(score)
-    if sum(len(d) for d in out.values()) != n_pairs:
-        raise StageError(f"teacher returned {n_pairs} scores, not one for each of the pairs")
+    if {q: d.keys() for q, d in out.items()} != {q: d.keys() for q, d in first_stage.items() if d}:
+        raise StageError("teacher returned scores for other pairs than the rerank gave it")
     log.info("teacher rerank: %d pairs in %.1f s", n_pairs, time.perf_counter() - start)
     return out
