@@ -8,9 +8,9 @@ positive and random negatives, synthetic teacher scores, KL + lambda * InfoNCE.
 
 Timed window: the first ``--warmup`` optimizer steps are excluded on both sides. The bare loop
 times ``--steps`` steps after them, once before raykd's run and once after (the ratio is against
-their mean, as the machine's speed drifts). raykd reports every ``--warmup`` steps and its samples/s is the
-mean over every report window but the first (which holds Ray start-up, dataset start, DeepSpeed
-init and the warm-up steps); ``--steps`` must be a multiple of ``--warmup``.
+their mean, as the machine's speed drifts). raykd reports every ``--warmup`` steps and its
+samples/s is the mean over every report window but the first (which holds Ray start-up, dataset
+start, DeepSpeed init and the warm-up steps); ``--steps`` must be a multiple of ``--warmup``.
 
     .venv/bin/python bench/train_throughput.py [--batch 16 --steps 20 --warmup 4] [--gpu]
 """
