@@ -37,14 +37,15 @@ CPU_CORE_PEAK = 96e9  # 2 FMA units x 8 fp32 lanes x 2 FLOP x 3 GHz
 UTILISATION = {"gpu": {"infer": 0.25, "train": 0.2}, "cpu": {"infer": 0.4, "train": 0.3}}
 
 # Fixed seconds per stage beyond its FLOPs: a Ray Data actor pool starting and loading its model
-# (per pool), Ray Train's worker group and DeepSpeed's engine. Measured on this 2-core machine
-# (README "Plan"): an encoding pool adds 20-23 s to its work (bench/encode_throughput.py), the
-# demo's dense systems took 20 s each, the TorchTrainer starts in 30-40 s.
-POOL_START_S = {"gpu": 30.0, "cpu": 15.0}
-TRAIN_START_S = {"gpu": 60.0, "cpu": 35.0}
-# A training step's cost beyond its FLOPs (DeepSpeed's step, the feed, the report): the demo's
-# tiny student took 0.8 s per step of 32 rows on this 2-core machine; a GPU's is assumed.
-TRAIN_STEP_S = {"gpu": 0.1, "cpu": 0.75}
+# (per pool), Ray Train's worker group and DeepSpeed's engine. CPU figures sit in the middle of
+# what this 2-core machine measured, whose speed varies 3x by the hour: an encoding pool of
+# MiniLM adds 20-23 s to its work (bench/encode_throughput.py), the demo's tiny student 5-9 s; the
+# demo's TorchTrainer started in 12-35 s and stepped in 0.25-0.8 s per 32 rows (README "Plan").
+# GPU figures are assumed.
+POOL_START_S = {"gpu": 30.0, "cpu": 12.0}
+TRAIN_START_S = {"gpu": 60.0, "cpu": 25.0}
+# A training step's cost beyond its FLOPs (DeepSpeed's step, the feed, the report).
+TRAIN_STEP_S = {"gpu": 0.1, "cpu": 0.5}
 # A fast (Rust) Hugging Face tokenizer on one thread, tokens of the whole text (it tokenises
 # before truncating): measured here on SciFact abstracts and 60-word passages, 230-290k/s.
 TOKENIZE_TOKENS_PER_S = 250e3
