@@ -122,6 +122,28 @@ def test_byte_identical_across_runs_and_batchings(augmented, demo_config, tmp_pa
     assert _files(other, "examples") == before
 
 
+def test_mine_and_augment_in_query_chunks_change_nothing(
+    augmented, demo_config, tmp_path, monkeypatch
+):
+    """Both stages stream the queries in chunks (4,096 by default, one chunk for the demo's
+    300): in chunks of 37 the pool has the same rows in the same order, one row group per
+    chunk, and the examples are byte-identical."""
+    cfg, run = augmented
+    other = _copy_run(run, tmp_path / "chunked")
+    small = _config(demo_config, other.root)
+    monkeypatch.setattr("raykd.stages.mine.QUERY_CHUNK", 37)
+    monkeypatch.setattr("raykd.stages.augment.QUERY_CHUNK", 37)
+    run_stage(stage_by_name("mine"), small, other, force=True)
+    assert _table(other, "pool").equals(_table(run, "pool"))
+    n_queries = len(train_queries(run, cfg.data.splits.train)[0])
+    groups = pq.ParquetFile(other.path("pool/part-0.parquet")).metadata.num_row_groups
+    assert groups == -(-n_queries // 37) > 1
+    run_stage(AUGMENT, small, other, force=True)
+    assert _files(other, "examples") == _files(run, "examples")
+    info = other.read_json("manifests/augment.json")["info"]
+    assert info == run.read_json("manifests/augment.json")["info"]
+
+
 def test_mask_text_counts_and_is_keyed(demo_collection):
     tok = AutoTokenizer.from_pretrained(str(demo_collection.teacher_dir))
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"

@@ -9,8 +9,9 @@ order: ADAM reinforces hard negatives, and a random draw's "rank" ranks nothing.
 per query; random-source ones only when too few were retrieved), ADAM's "we randomly select m
 hard negatives" (§4.3).
 
-The driver plans the rows (ids only: bounded by queries x pool size). Ray Data reads the corpus
-in one streaming pass keeping only the needed pids, then actors attach the texts and tokenise
+The driver plans the rows (ids only) a chunk of queries at a time into staged Parquet, so it
+never holds the whole plan (108M rows at MS MARCO). Ray Data reads the corpus in one streaming
+pass keeping only the needed pids, then actors attach the texts to the staged plan and tokenise
 for masking. The ordered output (qid, pos<neg<rein<mask, eid) is written with a fixed layout
 (rows per row group and per file), so two runs give byte-identical files.
 """
@@ -23,9 +24,12 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import ray
 
 from raykd.config import JobConfig
+from raykd.console import progress
 from raykd.data.acero import group_by
 from raykd.data.parquet import FixedLayoutWriter
 from raykd.data.passages import passage_texts
@@ -33,7 +37,7 @@ from raykd.data.schemas import EXAMPLES, KINDS
 from raykd.errors import InputError, StageError
 from raykd.mining import dark_examples as dx
 from raykd.on_ray.errors import unwrap_ray_error
-from raykd.stages.mine import read_table, train_positives, train_queries
+from raykd.stages.mine import QUERY_CHUNK, train_positives, train_queries
 from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -135,6 +139,40 @@ def _tokenizer_ref(cfg: JobConfig) -> str | None:
     return dx.tokenizer_ref(cfg.augment.tokenizer, t.kind, t.model, t.members)
 
 
+def _write_plan(ctx: StageContext, qids: list[str], positives: dict) -> dict:
+    """Plan the examples ``QUERY_CHUNK`` queries at a time (qid order) into ``_plan/`` in the
+    staging folder; the driver holds one chunk's pool and plan. Each chunk reads only its qid
+    range of the pool, whose row groups ``mine`` wrote per chunk, so the Parquet statistics
+    skip the rest. Returns the plan's totals and the distinct pids it needs."""
+    cfg, a = ctx.cfg, ctx.cfg.augment
+    pool = pads.dataset(ctx.run.path("pool"), filesystem=ctx.run.fs, format="parquet")
+    ordered = sorted(qids)
+    kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
+    rows, empty, first_empty, pids = 0, 0, None, []
+    ctx.run.fs.create_dir(ctx.staging.path("_plan"), recursive=True)
+    for n, i in enumerate(range(0, len(ordered), QUERY_CHUNK)):
+        chunk = ordered[i : i + QUERY_CHUNK]
+        in_range = (pc.field("qid") >= chunk[0]) & (pc.field("qid") <= chunk[-1])
+        negs = pool.to_table(["qid", "pid", "rank", "source"], filter=in_range)
+        plan, missing = plan_examples(
+            chunk, positives, negs, cfg.mining.sources, a.n_rein, a.mask_ratios, a.rein_pick, a.seed
+        )
+        pq.write_table(plan, ctx.staging.path(f"_plan/part-{n:06d}.parquet"), filesystem=ctx.run.fs)
+        rows += plan.num_rows
+        empty += len(missing)
+        first_empty = first_empty or min(missing, default=None)
+        counts = group_by(plan, "kind").aggregate([("eid", "count")]).to_pydict()
+        for kind, c in zip(counts["kind"], counts["eid_count"], strict=True):
+            kinds[kind] += c
+        pids.append(pc.unique(plan.column("pid").combine_chunks()))
+    if empty:
+        log.warning(
+            "augment: %d training queries have no pool negative (e.g. %s)", empty, first_empty
+        )
+    wanted = pc.unique(pa.chunked_array(pids, pa.string()).combine_chunks())
+    return {"rows": rows, "empty": empty, "kinds": kinds, "wanted": wanted}
+
+
 def run_augment(ctx: StageContext) -> StageResult:
     cfg, a = ctx.cfg, ctx.cfg.augment
     split = cfg.data.splits.train
@@ -145,15 +183,8 @@ def run_augment(ctx: StageContext) -> StageResult:
             raise InputError(
                 ctx.run.path(f"qrels/{split}"), f"training query {qid!r} has no positive"
             )
-    pool = read_table(ctx.run, "pool", ["qid", "pid", "rank", "source"])
-    plan, empty = plan_examples(
-        qids, positives, pool, cfg.mining.sources, a.n_rein, a.mask_ratios, a.rein_pick, a.seed
-    )
-    if empty:
-        log.warning(
-            "augment: %d training queries have no pool negative (e.g. %s)", len(empty), empty[0]
-        )
-    wanted = pc.unique(plan.column("pid").combine_chunks())
+    plan = _write_plan(ctx, qids, positives)
+    wanted = plan["wanted"]
     tok = _tokenizer_ref(cfg)
     start = time.perf_counter()
     with unwrap_ray_error():
@@ -168,7 +199,7 @@ def run_augment(ctx: StageContext) -> StageResult:
             raise StageError(f"augment: {len(wanted) - found} needed pids are not in the corpus")
         refs = texts.to_arrow_refs()
         log.info("augment: gathered %d passage texts in %.1f s", found, time.perf_counter() - start)
-        examples = ray.data.from_arrow(plan).map_batches(
+        examples = ray.data.read_parquet(ctx.staging.uri("_plan")).map_batches(
             _AttachTexts,
             fn_constructor_kwargs={"text_refs": refs, "tokenizer": tok, "seed": a.seed},
             batch_size=a.batch_size,
@@ -178,23 +209,19 @@ def run_augment(ctx: StageContext) -> StageResult:
         writer = FixedLayoutWriter(
             ctx.run.fs, ctx.staging.path("examples"), EXAMPLES, ROWS_PER_GROUP, ROWS_PER_FILE
         )
-        for batch in _sorted_stream(examples, a.batch_size):
-            writer.write(batch)
+        with progress("augment", plan["rows"], "examples") as bar:
+            for batch in _sorted_stream(examples, a.batch_size):
+                writer.write(batch)
+                bar.update(batch.num_rows)
         n = writer.close()
-    if n != plan.num_rows:
-        raise StageError(f"augment: wrote {n} examples, planned {plan.num_rows}")
+    if n != plan["rows"]:
+        raise StageError(f"augment: wrote {n} examples, planned {plan['rows']}")
     wall = time.perf_counter() - start
     log.info("augment: %d examples in %.1f s (%.0f/s)", n, wall, n / max(wall, 1e-9))
-    kinds = group_by(plan, "kind").aggregate([("eid", "count")])
     info = {
         "tokenizer": tok,
         "queries": len(qids),
-        "empty_pools": len(empty),
-        **{
-            f"n_{k}": c
-            for k, c in zip(
-                kinds.column("kind").to_pylist(), kinds.column("eid_count").to_pylist(), strict=True
-            )
-        },
+        "empty_pools": plan["empty"],
+        **{f"n_{k}": c for k, c in plan["kinds"].items() if c},
     }
     return StageResult(rows={"examples": n}, info=info, count=(n, "examples"))

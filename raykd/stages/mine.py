@@ -2,7 +2,8 @@
 
 Each source in ``mining.sources`` yields a ranked list per training query; the lists are merged
 in source order (a pid keeps its first source's rank and score) and the qrels positives are
-removed, so a positive never appears as a negative downstream.
+removed, so a positive never appears as a negative downstream. The pool is written in qid
+order, one row group per chunk of queries, which ``augment`` reads a chunk at a time.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import logging
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from raykd.console import progress
+from raykd.data.schemas import POOL
 from raykd.mining.pool_merge import merge_pools, pool_sizes, ranked_table
 from raykd.on_ray.errors import unwrap_ray_error
 from raykd.run_dir import RunDir
@@ -21,7 +25,8 @@ from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-_QUERY_CHUNK = 1024
+# Queries merged and written at once: 4,096 x a 200-row pool is ~0.8M rows in the driver.
+QUERY_CHUNK = 4096
 
 
 def read_table(run: RunDir, rel: str, columns: list[str] | None = None) -> pa.Table:
@@ -49,41 +54,24 @@ def corpus_pids(run: RunDir) -> pa.Array:
     return col.combine_chunks()
 
 
-def _bm25(ctx: StageContext, qids: list[str], texts: list[str]) -> pa.Table:
-    from raykd.mining.bm25 import BM25Retriever
-
-    m = ctx.cfg.mining
-    retriever = BM25Retriever.for_run(ctx.run, m.bm25)
-    pids: list[list[str]] = []
-    scores = []
-    start = time.perf_counter()
-    for i in range(0, len(qids), _QUERY_CHUNK):
-        p, s = retriever.retrieve(texts[i : i + _QUERY_CHUNK], m.depth)
-        pids.extend(p)
-        scores.extend(s)
-        done = min(i + _QUERY_CHUNK, len(qids))
-        log.info(
-            "bm25: %d/%d queries (%.0f q/s)",
-            done,
-            len(qids),
-            done / max(time.perf_counter() - start, 1e-9),
-        )
-    return ranked_table(qids, pids, scores, "bm25")
-
-
-def run_mine(ctx: StageContext) -> StageResult:
+def _sources(ctx: StageContext, qids: list[str], texts: list[str], info: dict) -> dict:
+    """Per source in ``mining.sources``, a function from a chunk of (qids, texts) to its pool
+    rows. BM25 indexes once; dense retrieval and a file pool are whole runs, kept and sliced."""
     cfg, m = ctx.cfg, ctx.cfg.mining
-    split = cfg.data.splits.train
-    qids, texts = train_queries(ctx.run, split)
-    positives = train_positives(ctx.run, split)
     pids_needed = "random" in m.sources or "file" in m.sources
     all_pids = corpus_pids(ctx.run) if pids_needed else None
-    info: dict = {"queries": len(qids), "sources": list(m.sources)}
-    pools: list[pa.Table] = []
+    out = {}
     for source in m.sources:
         start = time.perf_counter()
         if source == "bm25":
-            table = _bm25(ctx, qids, texts)
+            from raykd.mining.bm25 import BM25Retriever
+
+            retriever = BM25Retriever.for_run(ctx.run, m.bm25)
+
+            def bm25(q, t, retriever=retriever):
+                return ranked_table(q, *retriever.retrieve(t, m.depth), "bm25")
+
+            out[source] = bm25
         elif source == "dense":
             from raykd.mining.dense import dense_pool
             from raykd.on_ray.encoding import dense_retrieve
@@ -103,11 +91,11 @@ def run_mine(ctx: StageContext) -> StageResult:
                     actors=m.actors,
                     key="mining.actors",
                 )
-            table = dense_pool(run, qids)
+            out[source] = lambda q, t, run=run: dense_pool(run, q)
         elif source == "random":
             from raykd.mining.random_pool import random_pool
 
-            table = random_pool(qids, all_pids, m.n_random, m.seed)
+            out[source] = lambda q, t: random_pool(q, all_pids, m.n_random, m.seed)
         else:
             from raykd.mining.file_pool import read_file_pool
 
@@ -121,18 +109,57 @@ def run_mine(ctx: StageContext) -> StageResult:
                 subset=cfg.data.max_train_queries is not None,
             )
             info["file_queries_skipped"] = skipped
-        info[f"{source}_rows"] = table.num_rows
-        info[f"{source}_wall_s"] = round(time.perf_counter() - start, 3)
-        pools.append(table)
-    pool, dropped = merge_pools(pools, {q: set(d) for q, d in positives.items()})
-    info.update(dropped)
-    sizes = pool_sizes(pool, qids)
-    empty = sorted(q for q, n in sizes.items() if n == 0)
-    info["empty_pools"] = len(empty)
-    if empty:
-        log.warning("mine: %d training queries have an empty pool (e.g. %s)", len(empty), empty[0])
-    out = ctx.staging.path("pool/part-0.parquet")
+
+            def from_file(q, t, table=table):
+                return table.filter(pc.is_in(table.column("qid"), value_set=pa.array(q)))
+
+            out[source] = from_file
+        info[f"{source}_wall_s"] = time.perf_counter() - start  # set-up; chunks add theirs
+    return out
+
+
+def run_mine(ctx: StageContext) -> StageResult:
+    """Pools per chunk of ``QUERY_CHUNK`` queries in qid order, each merged and appended to
+    one Parquet file, so the driver holds one chunk's pool rows, never the whole pool."""
+    m = ctx.cfg.mining
+    split = ctx.cfg.data.splits.train
+    qids, texts = train_queries(ctx.run, split)
+    positives = train_positives(ctx.run, split)
+    order = sorted(range(len(qids)), key=qids.__getitem__)
+    info: dict = {"queries": len(qids), "sources": list(m.sources)}
+    sources = _sources(ctx, qids, texts, info)
+    totals = {f"{s}_rows": 0 for s in m.sources} | {
+        f"{s}_wall_s": info[f"{s}_wall_s"] for s in m.sources
+    }
+    totals |= {"dropped_positives": 0, "dropped_duplicates": 0}
     ctx.run.fs.create_dir(ctx.staging.path("pool"), recursive=True)
-    pq.write_table(pool, out, filesystem=ctx.run.fs)
-    log.info("mine: %d pool rows for %d queries", pool.num_rows, len(qids))
-    return StageResult(rows={"pool": pool.num_rows}, info=info, count=(len(qids), "queries"))
+    rows = empty = 0
+    first_empty = None
+    with (
+        pq.ParquetWriter(ctx.staging.path("pool/part-0.parquet"), POOL, filesystem=ctx.run.fs) as w,
+        progress("mine", len(qids), "queries") as bar,
+    ):
+        for i in range(0, len(order), QUERY_CHUNK):
+            chunk = order[i : i + QUERY_CHUNK]
+            q, t = [qids[j] for j in chunk], [texts[j] for j in chunk]
+            pools = []
+            for source, pool_of in sources.items():
+                start = time.perf_counter()
+                pools.append(pool_of(q, t))
+                totals[f"{source}_rows"] += pools[-1].num_rows
+                totals[f"{source}_wall_s"] += time.perf_counter() - start
+            pool, dropped = merge_pools(pools, {x: set(positives.get(x, ())) for x in q})
+            for k, v in dropped.items():
+                totals[k] += v
+            missing = [x for x, n in pool_sizes(pool, q).items() if n == 0]
+            empty += len(missing)
+            first_empty = first_empty or min(missing, default=None)
+            w.write_table(pool)
+            rows += pool.num_rows
+            bar.update(len(q))
+    info.update({k: round(v, 3) if k.endswith("_s") else v for k, v in totals.items()})
+    info["empty_pools"] = empty
+    if empty:
+        log.warning("mine: %d training queries have an empty pool (e.g. %s)", empty, first_empty)
+    log.info("mine: %d pool rows for %d queries", rows, len(qids))
+    return StageResult(rows={"pool": rows}, info=info, count=(len(qids), "queries"))
