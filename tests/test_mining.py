@@ -150,6 +150,16 @@ def test_merge_keeps_the_first_source_and_drops_positives():
     assert dropped == {"dropped_positives": 1, "dropped_duplicates": 1}
     merged, _ = merge_pools([rand, bm25], {"q": {"p"}})
     assert {r["pid"]: r["source"] for r in merged.to_pylist() if r["qid"] == "q"}["b"] == "random"
+    # A positive found by two sources is dropped twice; "q"+"ab" and "qa"+"b" are not one key.
+    both = _pool([("q", "p", 4, 0.0), ("q", "ab", 5, 0.0), ("qa", "b", 1, 0.0)], "random")
+    merged, dropped = merge_pools([bm25, both], {"q": {"p"}})
+    assert dropped == {"dropped_positives": 2, "dropped_duplicates": 0}
+    assert [(r["qid"], r["pid"]) for r in merged.to_pylist()] == [
+        ("q", "a"),
+        ("q", "b"),
+        ("q", "ab"),
+        ("qa", "b"),
+    ]
 
 
 CORPUS = pa.array(["d1", "d2", "d3", "d4"])
