@@ -53,8 +53,9 @@ def _read(ctx: StageContext, rel: str, columns: list[str], src: int) -> ray.data
     return ds.map_batches(to_group, fn_args=(src,), batch_format="pyarrow", batch_size=None)
 
 
-def _mean(parts: list[np.ndarray]) -> float:
-    return float(np.concatenate(parts).mean()) if parts else float("nan")
+def _mean(total: np.ndarray) -> float:
+    """``total`` is [sum, count]."""
+    return float(total[0] / total[1]) if total[1] else float("nan")
 
 
 def run_build(ctx: StageContext) -> StageResult:
@@ -99,8 +100,10 @@ def run_build(ctx: StageContext) -> StageResult:
     )
 
     counts = {"rows": 0, "queries": 0, "short_rows": 0, "short_queries": 0, "skipped_queries": 0}
-    diag: dict[str, list[np.ndarray]] = {n: [] for n in DIAGNOSTICS + POOL_DIAGNOSTICS}
-    n_set: list[np.ndarray] = []
+    # Running [sum, count]s: a column kept per batch grows with the rows and, when zero-copy,
+    # pins its block's object-store buffer to the end.
+    diag = {n: np.zeros(2) for n in DIAGNOSTICS + POOL_DIAGNOSTICS}
+    n_set = np.zeros(2)
     last_key: tuple[str, str] | None = None
     last_qid = last_short_qid = None
     writer = FixedLayoutWriter(
@@ -128,8 +131,11 @@ def run_build(ctx: StageContext) -> StageResult:
                     last_qid = qid
                     last_short_qid = qid if s else last_short_qid
                 for name in diag:
-                    diag[name].append(batch.column(name).to_numpy())
-                n_set.append(pc.list_value_length(batch.column("teacher")).to_numpy())
+                    diag[name] += (pc.sum(batch.column(name)).as_py() or 0.0, batch.num_rows)
+                n_set += (
+                    pc.sum(pc.list_value_length(batch.column("teacher"))).as_py(),
+                    batch.num_rows,
+                )
                 writer.write(batch.replace_schema_metadata(None))
     finally:
         counts["rows"] = writer.close()
