@@ -144,6 +144,39 @@ def test_mine_and_augment_in_query_chunks_change_nothing(
     assert info == run.read_json("manifests/augment.json")["info"]
 
 
+def test_attach_texts_finds_each_pid_across_blocks_and_chunks(ray_session):
+    """The actor looks texts up in the shared blocks, whose pid and text columns may be
+    chunked differently; a pid it was not given is an error, not another pid's text."""
+    import ray
+
+    from raykd.errors import StageError
+    from raykd.stages.augment import _AttachTexts
+
+    blocks = [
+        pa.table(
+            {
+                "pid": pa.chunked_array([["p3", "p1"], ["p10"]]),
+                "ptext": pa.chunked_array([["three"], ["one", "ten"]]),
+            }
+        ),
+        pa.table({"pid": ["p2", "p0"], "ptext": ["two", "zero"]}),
+    ]
+    attach = _AttachTexts([ray.put(b) for b in blocks], None, 0)
+    batch = pa.table(
+        {
+            "qid": ["q"] * 4,
+            "kind": ["pos", "neg", "neg", "rein"],
+            "pid": ["p10", "p0", "p3", "p1"],
+            "pid2": [None, None, None, "p2"],
+            "mask_ratio": pa.array([None] * 4, pa.float32()),
+        }
+    )
+    texts = attach(batch).column("text").to_pylist()
+    assert texts == ["ten", "zero", "three", f"one {dx.LITERAL_SEP} two"]
+    with pytest.raises(StageError, match="no text for pid 'p4'"):
+        attach(batch.set_column(2, "pid", pa.array(["p4", "p0", "p3", "p1"])))
+
+
 def test_mask_text_counts_and_is_keyed(demo_collection):
     tok = AutoTokenizer.from_pretrained(str(demo_collection.teacher_dir))
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"

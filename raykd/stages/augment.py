@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -95,19 +96,51 @@ def _select_passages(batch: pa.Table, wanted: pa.Array) -> pa.Table:
     return pa.table({"pid": keep.column("pid"), "ptext": passage_texts(keep)})
 
 
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 class _AttachTexts:
-    """Ray Data callable class: example rows in, rows with their scored text out."""
+    """Ray Data callable class: example rows in, rows with their scored text out.
+
+    The needed passages' texts stay in the object store, read zero-copy, so every actor shares
+    one copy; an actor keeps only a sorted array of their pids and where each text is (the
+    pids as fixed-width numpy strings, not a Python dict of every text: at MS MARCO scale most
+    of 8.8M passages)."""
 
     def __init__(self, text_refs: list, tokenizer: str | None, seed: int) -> None:
-        tables = ray.get(text_refs)
-        self.text: dict[str, str] = {}
-        for t in tables:
-            self.text.update(
-                zip(t.column("pid").to_pylist(), t.column("ptext").to_pylist(), strict=True)
-            )
+        tables = [t for t in ray.get(text_refs) if t.num_rows]
+        # One array per block (a block's column in one chunk is not copied).
+        self.chunks = [_one_chunk(t.column("ptext")) for t in tables]
+        pids = np.concatenate(
+            [np.asarray(t.column("pid").to_pylist(), dtype=str) for t in tables]
+            or [np.array([], str)]
+        )
+        # (block << 32) | row of each pid's text.
+        where = np.concatenate(
+            [
+                (np.int64(i) << 32) | np.arange(t.num_rows, dtype=np.int64)
+                for i, t in enumerate(tables)
+            ]
+            or [np.array([], np.int64)]
+        )
+        order = np.argsort(pids)
+        self.pids, self.where = pids[order], where[order]
         self.tokenizer = dx.load_tokenizer(tokenizer)
         self.sep = dx.sep_token(self.tokenizer)
         self.seed = seed
+
+    def _lookup(self, pids: list[str]) -> dict[str, str]:
+        wanted = np.asarray(pids, dtype=str)
+        pos = np.minimum(np.searchsorted(self.pids, wanted), len(self.pids) - 1)
+        found = self.pids[pos] == wanted
+        if not found.all():
+            raise StageError(f"augment: no text for pid {pids[int(np.argmin(found))]!r}")
+        locs = self.where[pos].tolist()
+        return {
+            p: self.chunks[loc >> 32][loc & 0xFFFFFFFF].as_py()
+            for p, loc in zip(pids, locs, strict=True)
+        }
 
     def _one(self, qid: str, kind: str, pid: str, pid2: str | None, ratio: float | None) -> str:
         if kind in ("pos", "neg"):
@@ -118,7 +151,8 @@ class _AttachTexts:
         return dx.mask_text(self.text[pid], ratio, rng, self.tokenizer)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        cols = (batch.column(c).to_pylist() for c in ("qid", "kind", "pid", "pid2", "mask_ratio"))
+        cols = [batch.column(c).to_pylist() for c in ("qid", "kind", "pid", "pid2", "mask_ratio")]
+        self.text = self._lookup(sorted(set(cols[2]) | (set(cols[3]) - {None})))
         texts = [self._one(*row) for row in zip(*cols, strict=True)]
         return batch.append_column("text", pa.array(texts, pa.string()))
 
