@@ -51,8 +51,12 @@ def merge_pools(
     allp = allp.sort_by([("qid", "ascending"), ("_prio", "ascending"), ("rank", "ascending")])
     # Vectorised over (qid, pid) keys: the driver merges a chunk of ~10^6 rows without a
     # Python object per row.
-    keys = pc.binary_join_element_wise(allp.column("qid"), allp.column("pid"), "\x1f")
-    is_pos = pc.is_in(keys, value_set=_keys(positives)).to_numpy(zero_copy_only=False)
+    keys = _keys(allp.column("qid"), allp.column("pid"))
+    pos = [(q, p) for q, ps in positives.items() for p in ps]
+    pos_keys = _keys(
+        pa.array([q for q, _ in pos], pa.string()), pa.array([p for _, p in pos], pa.string())
+    )
+    is_pos = pc.is_in(keys, value_set=pos_keys).to_numpy(zero_copy_only=False)
     first = np.zeros(len(allp), dtype=bool)
     ids = pc.index_in(keys, value_set=pc.unique(keys)).to_numpy()
     first[np.unique(ids, return_index=True)[1]] = True  # each key's first row
@@ -62,11 +66,8 @@ def merge_pools(
     return merged.cast(POOL), {"dropped_positives": n_pos, "dropped_duplicates": n_dup}
 
 
-def _keys(positives: dict[str, set[str]]) -> pa.Array:
-    """The (qid, pid) keys of the positives, joined as the pool's are."""
-    pairs = [(q, p) for q, ps in positives.items() for p in ps]
-    qids = pa.array([q for q, _ in pairs], pa.string())
-    pids = pa.array([p for _, p in pairs], pa.string())
+def _keys(qids, pids):
+    """One string per (qid, pid); the unit separator keeps "q"+"ab" apart from "qa"+"b"."""
     return pc.binary_join_element_wise(qids, pids, "\x1f")
 
 

@@ -116,16 +116,16 @@ class _AttachTexts:
             [np.asarray(t.column("pid").to_pylist(), dtype=str) for t in tables]
             or [np.array([], str)]
         )
-        # (block << 32) | row of each pid's text.
-        where = np.concatenate(
-            [
-                (np.int64(i) << 32) | np.arange(t.num_rows, dtype=np.int64)
-                for i, t in enumerate(tables)
-            ]
-            or [np.array([], np.int64)]
+        # The block and the row in it of each pid's text.
+        block = np.concatenate(
+            [np.full(t.num_rows, i, np.int32) for i, t in enumerate(tables)]
+            or [np.array([], np.int32)]
+        )
+        row = np.concatenate(
+            [np.arange(t.num_rows, dtype=np.int32) for t in tables] or [np.array([], np.int32)]
         )
         order = np.argsort(pids)
-        self.pids, self.where = pids[order], where[order]
+        self.pids, self.block, self.row = pids[order], block[order], row[order]
         self.tokenizer = dx.load_tokenizer(tokenizer)
         self.sep = dx.sep_token(self.tokenizer)
         self.seed = seed
@@ -136,24 +136,23 @@ class _AttachTexts:
         found = self.pids[pos] == wanted
         if not found.all():
             raise StageError(f"augment: no text for pid {pids[int(np.argmin(found))]!r}")
-        locs = self.where[pos].tolist()
-        return {
-            p: self.chunks[loc >> 32][loc & 0xFFFFFFFF].as_py()
-            for p, loc in zip(pids, locs, strict=True)
-        }
+        places = zip(pids, self.block[pos].tolist(), self.row[pos].tolist(), strict=True)
+        return {p: self.chunks[b][r].as_py() for p, b, r in places}
 
-    def _one(self, qid: str, kind: str, pid: str, pid2: str | None, ratio: float | None) -> str:
+    def _one(
+        self, text: dict[str, str], qid: str, kind: str, pid: str, pid2: str | None, ratio
+    ) -> str:
         if kind in ("pos", "neg"):
-            return self.text[pid]
+            return text[pid]
         if kind == "rein":
-            return dx.rein_text(self.text[pid], self.text[pid2], self.sep)
+            return dx.rein_text(text[pid], text[pid2], self.sep)
         rng = dx.mask_rng(self.seed, qid, pid, ratio)
-        return dx.mask_text(self.text[pid], ratio, rng, self.tokenizer)
+        return dx.mask_text(text[pid], ratio, rng, self.tokenizer)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         cols = [batch.column(c).to_pylist() for c in ("qid", "kind", "pid", "pid2", "mask_ratio")]
-        self.text = self._lookup(sorted(set(cols[2]) | (set(cols[3]) - {None})))
-        texts = [self._one(*row) for row in zip(*cols, strict=True)]
+        text = self._lookup(sorted(set(cols[2]) | (set(cols[3]) - {None})))
+        texts = [self._one(text, *row) for row in zip(*cols, strict=True)]
         return batch.append_column("text", pa.array(texts, pa.string()))
 
 

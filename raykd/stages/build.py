@@ -131,7 +131,7 @@ def run_build(ctx: StageContext) -> StageResult:
                     last_qid = qid
                     last_short_qid = qid if s else last_short_qid
                 for name in diag:
-                    diag[name] += (pc.sum(batch.column(name)).as_py() or 0.0, batch.num_rows)
+                    diag[name] += (pc.sum(batch.column(name)).as_py(), batch.num_rows)
                 n_set += (
                     pc.sum(pc.list_value_length(batch.column("teacher"))).as_py(),
                     batch.num_rows,
