@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -156,17 +155,6 @@ class _AttachTexts:
         return batch.append_column("text", pa.array(texts, pa.string()))
 
 
-def _sorted_stream(ds: ray.data.Dataset, batch_size: int) -> Iterator[pa.Table]:
-    """Iterate ``ds`` in its input order (Ray Data may reorder blocks otherwise)."""
-    ctx = ray.data.DataContext.get_current()
-    before = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
-    try:
-        yield from ds.iter_batches(batch_size=batch_size, batch_format="pyarrow")
-    finally:
-        ctx.execution_options.preserve_order = before
-
-
 def _tokenizer_ref(cfg: JobConfig) -> str | None:
     t = cfg.teacher
     return dx.tokenizer_ref(cfg.augment.tokenizer, t.kind, t.model, t.members)
@@ -239,11 +227,21 @@ def run_augment(ctx: StageContext) -> StageResult:
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=a.min_actors, max_size=a.max_actors),
         )
+        # The dataset's own context: it copied the current one when it was made, so setting
+        # the current one now would not reach it (Ray Data may reorder blocks otherwise).
+        examples.context.execution_options.preserve_order = True
         writer = FixedLayoutWriter(
             ctx.run.fs, ctx.staging.path("examples"), EXAMPLES, ROWS_PER_GROUP, ROWS_PER_FILE
         )
+        last_qid = ""
         with progress("augment", plan["rows"], "examples") as bar:
-            for batch in _sorted_stream(examples, a.batch_size):
+            for batch in examples.iter_batches(batch_size=a.batch_size, batch_format="pyarrow"):
+                qids = batch.column("qid")
+                if not len(qids):
+                    continue
+                if qids[0].as_py() < last_qid:
+                    raise StageError("augment: examples arrived out of qid order")
+                last_qid = qids[-1].as_py()
                 writer.write(batch)
                 bar.update(batch.num_rows)
         n = writer.close()
