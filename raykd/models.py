@@ -41,6 +41,26 @@ def resolve_model(ref: str) -> str:
     raise ValueError(f"{ref}: package has neither get_model_path() nor MODEL_DIR")
 
 
+def autocast_dtype(device_type: str, dtype: str):
+    """The torch dtype a model's forward pass autocasts to, or None for fp32.
+
+    On GPU, ``bf16`` or ``fp16`` as asked. On CPU only ``bf16``, and only where the CPU has bf16
+    instructions (AVX512-BF16 or AMX): there (an AMD EPYC with AVX512-BF16, 2 threads)
+    all-MiniLM-L6-v2 encodes 64 passages of 256 tokens 2.5x faster than in fp32, with cosines to
+    the fp32 vectors of 0.9999 or more. Without them torch emulates bf16, and ``fp16`` on CPU
+    has no fast kernels: both run fp32.
+    """
+    import torch
+
+    if dtype == "fp32":
+        return None
+    wanted = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    if device_type == "cuda":
+        return wanted
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return wanted if dtype == "bf16" and native else None
+
+
 def _demo_model(name: str) -> str:
     if name not in DEMO_MODELS:
         raise ValueError(f"demo:{name}: expected one of {', '.join(DEMO_MODELS)}")

@@ -189,7 +189,9 @@ def test_plan_agrees_with_the_scifact_eval(scifact_zero_shot_eval, tmp_path):
     ev = cfg.eval
     corpus = pads.dataset(run.path("corpus"), format="parquet").head(128)
     model = cfg.student.model
-    actor = EncodeBatch(model, "mean", True, ev.passage_max_length, "fp32", 64, os.cpu_count())
+    actor = EncodeBatch(
+        model, "mean", True, ev.passage_max_length, ev.actors.dtype, 64, os.cpu_count()
+    )
     actor(corpus.slice(0, 64))  # warm-up
     start = time.perf_counter()
     for i in range(0, corpus.num_rows, 64 * BATCHES_PER_CALL):

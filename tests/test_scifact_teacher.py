@@ -57,8 +57,14 @@ def scifact():
 def bi_encoder():
     from raykd.teacher.bi_encoder import BiEncoderScorer
 
+    # The eval's encoding dtype (conftest.py), so the scores can match its cosines.
     return BiEncoderScorer(
-        MODEL, pooling="mean", normalize=True, query_max_length=256, passage_max_length=256
+        MODEL,
+        pooling="mean",
+        normalize=True,
+        query_max_length=256,
+        passage_max_length=256,
+        dtype="bf16",
     )
 
 
@@ -146,7 +152,10 @@ def test_bi_encoder_score_matches_the_eval_encodings(scifact, teacher_scores, bi
         [query_texts[i] for i in teacher_scores["q"][sample]],
         [texts[j] for j in teacher_scores["d"][sample]],
     )
-    np.testing.assert_allclose(direct, teacher_scores["bi_encoder"][sample], atol=1e-5)
+    # In bf16 a cosine depends on its batch's padding by up to ~2e-4. On 60 SciFact pairs,
+    # dropping the title moved the median cosine by 7e-3 and CLS pooling by 8e-2.
+    atol = 1e-5 if bi_encoder.encoder.autocast is None else 1e-3
+    np.testing.assert_allclose(direct, teacher_scores["bi_encoder"][sample], atol=atol)
 
 
 @pytest.mark.parametrize("system", ["bm25", "bi_encoder", "ensemble"])

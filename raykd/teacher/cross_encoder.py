@@ -7,10 +7,9 @@ from typing import Any
 import numpy as np
 
 from raykd.config import ActorPoolSpec
+from raykd.models import autocast_dtype
 from raykd.teacher.base import ScorerSpec, TeacherEnv, register_teacher
 from raykd.teacher.tokenize import load_tokenizer, pad, tokenize_batch
-
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def head_scores(logits: np.ndarray) -> np.ndarray:
@@ -41,9 +40,8 @@ class CrossEncoderScorer:
         if n_labels not in (1, 2):
             raise ValueError(f"{model}: cross-encoder head has {n_labels} labels, need 1 or 2")
         self.pad_id = pad_id
-        # Autocast only on GPU: CPU scores stay fp32 so they match the reference exactly.
-        self.autocast = self.device.type == "cuda" and dtype in _DTYPES
-        self.amp_dtype = getattr(torch, _DTYPES[dtype]) if self.autocast else None
+        self.amp_dtype = autocast_dtype(self.device.type, dtype)
+        self.autocast = self.amp_dtype is not None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
