@@ -53,6 +53,10 @@ def _read(ctx: StageContext, rel: str, columns: list[str], src: int) -> ray.data
     return ds.map_batches(to_group, fn_args=(src,), batch_format="pyarrow", batch_size=None)
 
 
+def _contiguous(block: pa.Table) -> pa.Table:
+    return block.combine_chunks()
+
+
 def _mean(total: np.ndarray) -> float:
     """``total`` is [sum, count]."""
     return float(total[0] / total[1]) if total[1] else float("nan")
@@ -87,16 +91,23 @@ def run_build(ctx: StageContext) -> StageResult:
     # over in qid order, so with preserve_order the output needs no second sort.
     ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     ds.context.execution_options.preserve_order = True
-    assembled = ds.groupby("qid").map_groups(
-        assemble_group,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "candidates": cand,
-            # C(q) and the entropies at the temperature the student is distilled at.
-            "teacher_temperature": ctx.cfg.train.teacher_temperature,
-            "examples_path": ctx.run.uri_of("examples"),
-            "scores_path": ctx.run.uri_of("scores"),
-        },
+    assembled = (
+        ds.groupby("qid")
+        .map_groups(
+            assemble_group,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "candidates": cand,
+                # C(q) and the entropies at the temperature the student is distilled at.
+                "teacher_temperature": ctx.cfg.train.teacher_temperature,
+                "examples_path": ctx.run.uri_of("examples"),
+                "scores_path": ctx.run.uri_of("scores"),
+            },
+        )
+        # Each query's rows leave map_groups as chunks of their own: a block held an Arrow
+        # array per query and column, and the driver deserialised them all (2.3 s and ~200 MiB
+        # at 1% of MS MARCO, growing with the queries). One chunk per column, in the task.
+        .map_batches(_contiguous, batch_format="pyarrow", batch_size=None)
     )
 
     counts = {"rows": 0, "queries": 0, "short_rows": 0, "short_queries": 0, "skipped_queries": 0}
