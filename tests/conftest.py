@@ -110,13 +110,18 @@ def ray_session(s3):
     after the S3 server so that its workers see the endpoint."""
     import ray
 
-    from raykd.on_ray.session import use_parquet_reader_v1, workers_know_the_cluster
+    from raykd.on_ray.session import (
+        private_tmpdir,
+        use_parquet_reader_v1,
+        workers_know_the_cluster,
+    )
 
     use_parquet_reader_v1()  # as raykd's drivers do (raykd.on_ray.session.ensure_ray)
     if not ray.is_initialized():
         # The dashboard's State API lets Ray Train release a stopped trial's placement group,
-        # when the workers know which of this machine's Rays is theirs.
-        with workers_know_the_cluster() as pinned:
+        # when the workers know which of this machine's Rays is theirs. The workers' temp files
+        # (a killed Train worker's process-group store) go with Ray's private TMPDIR at exit.
+        with private_tmpdir(), workers_know_the_cluster() as pinned:
             ray.init(
                 num_cpus=2,
                 include_dashboard=True,

@@ -70,7 +70,7 @@ def ensure_ray(cfg: RaySection, address: str | None = None) -> None:
     # The dashboard serves the State API, which Ray Train's placement-group cleaner needs: without
     # it, a Tune trial stopped inside fit() keeps its workers' reservation. It binds to loopback.
     _route_ray_logs()
-    with _private_tmpdir(), _keeping_sigterm(), workers_know_the_cluster() as pinned:
+    with private_tmpdir(), _keeping_sigterm(), workers_know_the_cluster() as pinned:
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
@@ -172,7 +172,7 @@ def _fix(source: str) -> str:
 
 
 @contextlib.contextmanager
-def _private_tmpdir() -> Iterator[None]:
+def private_tmpdir() -> Iterator[None]:
     """The local Ray's processes get their own TMPDIR, removed after Ray shuts down at exit.
 
     Ray's dashboard processes (and any worker using ``multiprocessing``) leave ``pymp-*`` folders

@@ -37,6 +37,9 @@ def _pin_to_loopback(store: str) -> None:
 
 class _LoopbackTorchBackend(_TorchBackend):
     def on_start(self, worker_group, backend_config: LoopbackTorchConfig) -> None:
+        # A restarted worker group (a lost worker) gets a fresh store; the last one's workers
+        # were killed, so nothing removes its file but this.
+        self._remove_store()
         store = os.path.join(tempfile.gettempdir(), f"raykd-pg-{uuid.uuid4().hex}")
         self._store = store
         worker_group.execute(_pin_to_loopback, store=store)
@@ -58,9 +61,13 @@ class _LoopbackTorchBackend(_TorchBackend):
 
     def on_shutdown(self, worker_group, backend_config) -> None:
         super().on_shutdown(worker_group, backend_config)
+        self._remove_store()
+
+    def _remove_store(self) -> None:
         store = getattr(self, "_store", None)
         if store is not None and os.path.exists(store):
             os.remove(store)
+        self._store = None
 
 
 @dataclass

@@ -122,6 +122,7 @@ def ray_cluster(s3, request):
     env = {
         **os.environ,
         "RAY_TMPDIR": tmp,
+        "TMPDIR": tmp,  # the nodes' temp files (process-group stores) go with the cluster
         "PATH": _path(),
         "PYTHONFAULTHANDLER": "1",
         # As cluster.yaml's head: `ray job stop` gives the driver time to unwind before SIGKILL
