@@ -146,7 +146,8 @@ def test_mine_and_augment_in_query_chunks_change_nothing(
 
 def test_attach_texts_finds_each_pid_across_blocks_and_chunks(ray_session):
     """The actor looks texts up in the shared blocks, whose pid and text columns may be
-    chunked differently; a pid it was not given is an error, not another pid's text."""
+    chunked differently; a pid it was not given is an error, not another pid's text, even one
+    that a known pid starts with (pids are kept as padded bytes)."""
     import ray
 
     from raykd.errors import StageError
@@ -159,22 +160,23 @@ def test_attach_texts_finds_each_pid_across_blocks_and_chunks(ray_session):
                 "ptext": pa.chunked_array([["three"], ["one", "ten"]]),
             }
         ),
-        pa.table({"pid": ["p2", "p0"], "ptext": ["two", "zero"]}),
+        pa.table({"pid": ["p2", "p0", "é9"], "ptext": ["two", "zero", "nine"]}),
     ]
     attach = _AttachTexts([ray.put(b) for b in blocks], None, 0)
     batch = pa.table(
         {
-            "qid": ["q"] * 4,
-            "kind": ["pos", "neg", "neg", "rein"],
-            "pid": ["p10", "p0", "p3", "p1"],
-            "pid2": [None, None, None, "p2"],
-            "mask_ratio": pa.array([None] * 4, pa.float32()),
+            "qid": ["q"] * 5,
+            "kind": ["pos", "neg", "neg", "rein", "neg"],
+            "pid": ["p10", "p0", "p3", "p1", "é9"],
+            "pid2": [None, None, None, "p2", None],
+            "mask_ratio": pa.array([None] * 5, pa.float32()),
         }
     )
     texts = attach(batch).column("text").to_pylist()
-    assert texts == ["ten", "zero", "three", f"one {dx.LITERAL_SEP} two"]
-    with pytest.raises(StageError, match="no text for pid 'p4'"):
-        attach(batch.set_column(2, "pid", pa.array(["p4", "p0", "p3", "p1"])))
+    assert texts == ["ten", "zero", "three", f"one {dx.LITERAL_SEP} two", "nine"]
+    for unknown in ("p4", "p", "é"):
+        with pytest.raises(StageError, match=f"no text for pid '{unknown}'"):
+            attach(batch.set_column(2, "pid", pa.array([unknown, "p0", "p3", "p1", "é9"])))
 
 
 def test_mask_text_counts_and_is_keyed(demo_collection):
