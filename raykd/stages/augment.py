@@ -63,7 +63,10 @@ def plan_examples(
     cols = (pool.column(c).to_pylist() for c in ("qid", "pid", "rank", "source"))
     for q, p, r, s in zip(*cols, strict=True):
         negs.setdefault(q, []).append((s == "random", r, prio.get(s, len(prio)), p))
-    rows: list[tuple] = []
+    # Columns, not row tuples: a chunk plans ~885k rows at ADAM's counts, and a tuple per row
+    # (then transposed) doubled the driver's peak.
+    columns: list[list] = [[] for _ in _SPEC]
+    qid_col, eid_col, kind_col, pid_col, pid2_col, ratio_col = columns
     empty = []
     for qid in sorted(qids):
         pos = sorted(positives[qid])
@@ -85,8 +88,12 @@ def plan_examples(
         }
         for kind in KINDS:
             for eid, pid, pid2, ratio in sorted(per_kind[kind]):
-                rows.append((qid, eid, kind, pid, pid2, ratio))
-    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * len(_SPEC)
+                qid_col.append(qid)
+                eid_col.append(eid)
+                kind_col.append(kind)
+                pid_col.append(pid)
+                pid2_col.append(pid2)
+                ratio_col.append(ratio)
     return pa.table(columns, schema=_SPEC), empty
 
 
