@@ -126,13 +126,15 @@ def test_mine_and_augment_in_query_chunks_change_nothing(
     augmented, demo_config, tmp_path, monkeypatch
 ):
     """Both stages stream the queries in chunks (4,096 by default, one chunk for the demo's
-    300): in chunks of 37 the pool has the same rows in the same order, one row group per
-    chunk, and the examples are byte-identical."""
+    300; augment plans each in parts of 1,024): in chunks of 37 the pool has the same rows in
+    the same order, one row group per chunk, and, planned in parts of 10, the examples are
+    byte-identical."""
     cfg, run = augmented
     other = _copy_run(run, tmp_path / "chunked")
     small = _config(demo_config, other.root)
     monkeypatch.setattr("raykd.stages.mine.QUERY_CHUNK", 37)
     monkeypatch.setattr("raykd.stages.augment.QUERY_CHUNK", 37)
+    monkeypatch.setattr("raykd.stages.augment.PLAN_CHUNK", 10)
     run_stage(stage_by_name("mine"), small, other, force=True)
     assert _table(other, "pool").equals(_table(run, "pool"))
     n_queries = len(train_queries(run, cfg.data.splits.train)[0])

@@ -43,6 +43,9 @@ from raykd.stages.pipeline import StageContext, StageResult
 log = logging.getLogger(__name__)
 
 ROWS_PER_GROUP = 1 << 16
+# Queries planned at once (~220k rows at ADAM's counts as Python objects): a quarter of mine's
+# QUERY_CHUNK, whose pool row group is read once and planned in parts.
+PLAN_CHUNK = 1024
 ROWS_PER_FILE = 1 << 20
 _SPEC = pa.schema([f for f in EXAMPLES if f.name != "text"])
 
@@ -172,31 +175,45 @@ def _tokenizer_ref(cfg: JobConfig) -> str | None:
 
 
 def _write_plan(ctx: StageContext, qids: list[str], positives: dict) -> dict:
-    """Plan the examples ``QUERY_CHUNK`` queries at a time (qid order) into ``_plan/`` in the
-    staging folder; the driver holds one chunk's pool and plan. Each chunk reads only its qid
-    range of the pool, whose row groups ``mine`` wrote per chunk, so the Parquet statistics
-    skip the rest. Returns the plan's totals and the distinct pids it needs."""
+    """Plan the examples ``PLAN_CHUNK`` queries at a time (qid order) into ``_plan/`` in the
+    staging folder; the driver holds one ``QUERY_CHUNK``'s pool and one part's plan. Each
+    chunk reads only its qid range of the pool, whose row groups ``mine`` wrote per chunk, so
+    the Parquet statistics skip the rest. Returns the plan's totals and the distinct pids it
+    needs."""
     cfg, a = ctx.cfg, ctx.cfg.augment
     pool = pads.dataset(ctx.run.path("pool"), filesystem=ctx.run.fs, format="parquet")
     ordered = sorted(qids)
     kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
     rows, empty, first_empty, pids = 0, 0, None, []
     ctx.run.fs.create_dir(ctx.staging.path("_plan"), recursive=True)
-    for n, i in enumerate(range(0, len(ordered), QUERY_CHUNK)):
+    parts = 0
+    for i in range(0, len(ordered), QUERY_CHUNK):
         chunk = ordered[i : i + QUERY_CHUNK]
         in_range = (pc.field("qid") >= chunk[0]) & (pc.field("qid") <= chunk[-1])
-        negs = pool.to_table(["qid", "pid", "rank", "source"], filter=in_range)
-        plan, missing = plan_examples(
-            chunk, positives, negs, cfg.mining.sources, a.n_rein, a.mask_ratios, a.rein_pick, a.seed
-        )
-        pq.write_table(plan, ctx.staging.path(f"_plan/part-{n:06d}.parquet"), filesystem=ctx.run.fs)
-        rows += plan.num_rows
-        empty += len(missing)
-        first_empty = first_empty or min(missing, default=None)
-        counts = group_by(plan, "kind").aggregate([("eid", "count")]).to_pydict()
-        for kind, c in zip(counts["kind"], counts["eid_count"], strict=True):
-            kinds[kind] += c
-        pids.append(pc.unique(plan.column("pid").combine_chunks()))
+        chunk_negs = pool.to_table(["qid", "pid", "rank", "source"], filter=in_range)
+        for j in range(0, len(chunk), PLAN_CHUNK):
+            part = chunk[j : j + PLAN_CHUNK]
+            negs = chunk_negs.filter(pc.is_in(chunk_negs.column("qid"), value_set=pa.array(part)))
+            plan, missing = plan_examples(
+                part,
+                positives,
+                negs,
+                cfg.mining.sources,
+                a.n_rein,
+                a.mask_ratios,
+                a.rein_pick,
+                a.seed,
+            )
+            path = ctx.staging.path(f"_plan/part-{parts:06d}.parquet")
+            pq.write_table(plan, path, filesystem=ctx.run.fs)
+            parts += 1
+            rows += plan.num_rows
+            empty += len(missing)
+            first_empty = first_empty or min(missing, default=None)
+            counts = group_by(plan, "kind").aggregate([("eid", "count")]).to_pydict()
+            for kind, c in zip(counts["kind"], counts["eid_count"], strict=True):
+                kinds[kind] += c
+            pids.append(pc.unique(plan.column("pid").combine_chunks()))
     if empty:
         log.warning(
             "augment: %d training queries have no pool negative (e.g. %s)", empty, first_empty
