@@ -163,8 +163,8 @@ def main() -> None:
     from raykd.models import autocast_dtype
 
     cos = float(np.min(np.sum(vecs * st_vecs, axis=1)))
-    low = 0.9999 if autocast_dtype("cpu", args.dtype) is None else 0.999
-    ran = "bf16" if low < 0.9999 else "fp32"
+    ran = "fp32" if autocast_dtype("cpu", args.dtype) is None else "bf16"
+    low = {"fp32": 0.9999, "bf16": 0.999}[ran]
     print(f"{len(pids)} passages, {args.max_length} tokens, batch {args.batch_size}")
     print(f"sentence-transformers in fp32, raykd in {ran} (asked: {args.dtype})")
     print(f"SentenceTransformer.encode: {st_rate:7.1f} passages/s ({args.threads} threads)")

@@ -222,7 +222,7 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
         "eval.systems=[bm25,init]",
         "eval.depth=1000000",
         "eval.actors.batch_size=64",
-        # bf16 where this CPU has its instructions (2.5x faster; fp32 elsewhere): the
+        # bf16 where this CPU has its instructions (2.7x faster; fp32 elsewhere): the
         # reference figures are fp32's, and the bf16 encodings stay within their tolerance.
         "eval.actors.dtype=bf16",
         f"eval.actors.torch_threads={os.cpu_count()}",

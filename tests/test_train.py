@@ -98,9 +98,9 @@ def test_separate_towers_save_query_tower(demo_collection, tmp_path):
 
 @pytest.mark.slow
 def test_dark_applies_self_paced_subset(ray_session, demo_config, prepared_run, tmp_path):
-    """ADAM Eq. 8 ranks the global batch: 2 workers x 2 micro-batches of 2 keep as many rows per
-    step as 1 worker with a micro-batch of 8 would (the ranking itself, per micro-batch and
-    gathered: tests/test_selfpaced.py). The trackers (TensorBoard, MLflow from Ray Train's
+    """ADAM §3.3 Eq. 8 ranks the global batch: 2 workers x 2 micro-batches of 2 keep as many
+    rows per step as 1 worker with a micro-batch of 8 would (the ranking itself, per micro-batch
+    and gathered: tests/test_selfpaced.py). The trackers (TensorBoard, MLflow from Ray Train's
     controller) get one point per optimizer step, with the kept ratio of each epoch."""
     workers = accum = 2
     cfg = train_config(

@@ -41,7 +41,6 @@ class CrossEncoderScorer:
             raise ValueError(f"{model}: cross-encoder head has {n_labels} labels, need 1 or 2")
         self.pad_id = pad_id
         self.amp_dtype = autocast_dtype(self.device.type, dtype)
-        self.autocast = self.amp_dtype is not None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
@@ -54,7 +53,8 @@ class CrossEncoderScorer:
             types, _ = pad(batch["token_type_ids"], 0)
             inputs["token_type_ids"] = torch.from_numpy(types).to(self.device)
         with torch.inference_mode():
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.autocast):
+            amp = self.amp_dtype
+            with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                 logits = self.model(**inputs).logits
         scores = head_scores(logits.float().cpu().numpy())
         return {"qid": batch["qid"], "eid": batch["eid"], "kind": batch["kind"], "score": scores}
