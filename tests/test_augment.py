@@ -19,7 +19,7 @@ from raykd.data.schemas import EXAMPLES
 from raykd.errors import InputError
 from raykd.mining import dark_examples as dx
 from raykd.run_dir import RunDir
-from raykd.stages.mine import train_positives, train_queries
+from raykd.stages.mine import positive_judgements, positives_of, train_queries
 from raykd.stages.pipeline import run_stage, stage_by_name
 from tests.conftest import SCIFACT, needs_scifact
 
@@ -56,7 +56,7 @@ def test_kinds_and_counts_per_query(augmented):
     assert ex.schema == EXAMPLES
     pool = _table(run, "pool").to_pylist()
     qids, _ = train_queries(run, cfg.data.splits.train)
-    positives = train_positives(run, cfg.data.splits.train)
+    positives = positives_of(positive_judgements(run, cfg.data.splits.train))
     rows = ex.to_pylist()
     counts = Counter((r["qid"], r["kind"]) for r in rows)
     for qid in qids:
@@ -127,14 +127,15 @@ def test_mine_and_augment_in_query_chunks_change_nothing(
 ):
     """Both stages stream the queries in chunks (4,096 by default, one chunk for the demo's
     300; augment plans each in parts of 1,024): in chunks of 37 the pool has the same rows in
-    the same order, one row group per chunk, and, planned in parts of 10, the examples are
-    byte-identical."""
+    the same order, one row group per chunk, and, planned in parts of 10 whose needed pids are
+    folded into one distinct set after every part, the examples are byte-identical."""
     cfg, run = augmented
     other = _copy_run(run, tmp_path / "chunked")
     small = _config(demo_config, other.root)
     monkeypatch.setattr("raykd.stages.mine.QUERY_CHUNK", 37)
     monkeypatch.setattr("raykd.stages.augment.QUERY_CHUNK", 37)
     monkeypatch.setattr("raykd.stages.augment.PLAN_CHUNK", 10)
+    monkeypatch.setattr("raykd.stages.augment.FOLD_PIDS", 50)
     run_stage(stage_by_name("mine"), small, other, force=True)
     assert _table(other, "pool").equals(_table(run, "pool"))
     n_queries = len(train_queries(run, cfg.data.splits.train)[0])
@@ -144,6 +145,7 @@ def test_mine_and_augment_in_query_chunks_change_nothing(
     assert _files(other, "examples") == _files(run, "examples")
     info = other.read_json("manifests/augment.json")["info"]
     assert info == run.read_json("manifests/augment.json")["info"]
+    assert info["queries"] == n_queries
 
 
 def test_attach_texts_finds_each_pid_across_blocks_and_chunks(ray_session):

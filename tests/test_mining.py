@@ -18,7 +18,7 @@ from raykd.mining.file_pool import read_file_pool
 from raykd.mining.pool_merge import merge_pools
 from raykd.mining.random_pool import random_pool
 from raykd.run_dir import RunDir
-from raykd.stages.mine import corpus_pids, train_positives, train_queries
+from raykd.stages.mine import corpus_pids, positive_judgements, positives_of, train_queries
 from raykd.stages.pipeline import run_stage, stage_by_name
 
 
@@ -51,7 +51,7 @@ def _check_pool(run, cfg, pool):
     assert pool.schema == POOL
     split = cfg.data.splits.train
     qids, _ = train_queries(run, split)
-    positives = train_positives(run, split)
+    positives = positives_of(positive_judgements(run, split))
     corpus = set(corpus_pids(run).to_pylist())
     rows = pool.to_pylist()
     assert {r["qid"] for r in rows} <= set(qids)

@@ -37,7 +37,7 @@ from raykd.data.schemas import EXAMPLES, KINDS
 from raykd.errors import InputError, StageError
 from raykd.mining import dark_examples as dx
 from raykd.on_ray.errors import unwrap_ray_error
-from raykd.stages.mine import QUERY_CHUNK, train_positives, train_queries
+from raykd.stages.mine import QUERY_CHUNK, positive_judgements, positives_of, train_qids
 from raykd.stages.pipeline import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ ROWS_PER_GROUP = 1 << 16
 # QUERY_CHUNK, whose pool row group is read once and planned in parts.
 PLAN_CHUNK = 1024
 ROWS_PER_FILE = 1 << 20
+FOLD_PIDS = 1 << 20
 _SPEC = pa.schema([f for f in EXAMPLES if f.name != "text"])
 
 
@@ -174,9 +175,10 @@ def _tokenizer_ref(cfg: JobConfig) -> str | None:
     return dx.tokenizer_ref(cfg.augment.tokenizer, t.kind, t.model, t.members)
 
 
-def _write_plan(ctx: StageContext, qids: list[str], positives: dict) -> dict:
+def _write_plan(ctx: StageContext, qids: list[str], judged: pa.Table) -> dict:
     """Plan the examples ``PLAN_CHUNK`` queries at a time (qid order) into ``_plan/`` in the
-    staging folder; the driver holds one ``QUERY_CHUNK``'s pool and one part's plan. Each
+    staging folder; the driver holds the positive judgements (Arrow), one ``QUERY_CHUNK``'s
+    pool, one part's plan and the distinct pids needed so far. Each
     chunk reads only its qid range of the pool, whose row groups ``mine`` wrote per chunk, so
     the Parquet statistics skip the rest. Returns the plan's totals and the distinct pids it
     needs."""
@@ -184,7 +186,8 @@ def _write_plan(ctx: StageContext, qids: list[str], positives: dict) -> dict:
     pool = pads.dataset(ctx.run.path("pool"), filesystem=ctx.run.fs, format="parquet")
     ordered = sorted(qids)
     kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
-    rows, empty, first_empty, pids = 0, 0, None, []
+    rows, empty, first_empty = 0, 0, None
+    wanted, fresh = pa.array([], pa.string()), []
     ctx.run.fs.create_dir(ctx.staging.path("_plan"), recursive=True)
     parts = 0
     for i in range(0, len(ordered), QUERY_CHUNK):
@@ -196,7 +199,7 @@ def _write_plan(ctx: StageContext, qids: list[str], positives: dict) -> dict:
             negs = chunk_negs.filter(pc.is_in(chunk_negs.column("qid"), value_set=pa.array(part)))
             plan, missing = plan_examples(
                 part,
-                positives,
+                positives_of(judged, part),
                 negs,
                 cfg.mining.sources,
                 a.n_rein,
@@ -213,26 +216,30 @@ def _write_plan(ctx: StageContext, qids: list[str], positives: dict) -> dict:
             counts = group_by(plan, "kind").aggregate([("eid", "count")]).to_pydict()
             for kind, c in zip(counts["kind"], counts["eid_count"], strict=True):
                 kinds[kind] += c
-            pids.append(pc.unique(plan.column("pid").combine_chunks()))
+            # Folded into the distinct set once the parts' pids outnumber it: the driver holds
+            # at most about twice the distinct pids, never one entry per pool row (108M at
+            # MS MARCO), and each pid is hashed a bounded number of times.
+            fresh.append(pc.unique(plan.column("pid")))
+            if sum(len(f) for f in fresh) >= max(len(wanted), FOLD_PIDS):
+                wanted, fresh = pc.unique(pa.chunked_array([wanted, *fresh])), []
     if empty:
         log.warning(
             "augment: %d training queries have no pool negative (e.g. %s)", empty, first_empty
         )
-    wanted = pc.unique(pa.chunked_array(pids, pa.string()).combine_chunks())
+    wanted = pc.unique(pa.chunked_array([wanted, *fresh]))
     return {"rows": rows, "empty": empty, "kinds": kinds, "wanted": wanted}
 
 
 def run_augment(ctx: StageContext) -> StageResult:
     cfg, a = ctx.cfg, ctx.cfg.augment
     split = cfg.data.splits.train
-    qids, _ = train_queries(ctx.run, split)
-    positives = train_positives(ctx.run, split)
-    for qid in qids:
-        if qid not in positives:
-            raise InputError(
-                ctx.run.path(f"qrels/{split}"), f"training query {qid!r} has no positive"
-            )
-    plan = _write_plan(ctx, qids, positives)
+    qids = train_qids(ctx.run, split)
+    judged = positive_judgements(ctx.run, split)
+    unjudged = pc.invert(pc.is_in(pa.array(qids, pa.string()), value_set=judged.column("qid")))
+    if pc.any(unjudged).as_py():
+        qid = pa.array(qids, pa.string()).filter(unjudged)[0].as_py()
+        raise InputError(ctx.run.path(f"qrels/{split}"), f"training query {qid!r} has no positive")
+    plan = _write_plan(ctx, qids, judged)
     wanted = plan["wanted"]
     tok = _tokenizer_ref(cfg)
     start = time.perf_counter()
@@ -264,12 +271,12 @@ def run_augment(ctx: StageContext) -> StageResult:
         last_qid = ""
         with progress("augment", plan["rows"], "examples") as bar:
             for batch in examples.iter_batches(batch_size=a.batch_size, batch_format="pyarrow"):
-                qids = batch.column("qid")
-                if not len(qids):
+                got = batch.column("qid")
+                if not len(got):
                     continue
-                if qids[0].as_py() < last_qid:
+                if got[0].as_py() < last_qid:
                     raise StageError("augment: examples arrived out of qid order")
-                last_qid = qids[-1].as_py()
+                last_qid = got[-1].as_py()
                 writer.write(batch)
                 bar.update(batch.num_rows)
         n = writer.close()
