@@ -178,16 +178,15 @@ def _tokenizer_ref(cfg: JobConfig) -> str | None:
 def _write_plan(ctx: StageContext, qids: list[str], judged: pa.Table) -> dict:
     """Plan the examples ``PLAN_CHUNK`` queries at a time (qid order) into ``_plan/`` in the
     staging folder; the driver holds the positive judgements (Arrow), one ``QUERY_CHUNK``'s
-    pool, one part's plan and the distinct pids needed so far. Each
-    chunk reads only its qid range of the pool, whose row groups ``mine`` wrote per chunk, so
-    the Parquet statistics skip the rest. Returns the plan's totals and the distinct pids it
-    needs."""
+    pool, one part's plan and the distinct pids needed so far. Each chunk reads only its qid
+    range of the pool, whose row groups ``mine`` wrote per chunk, so the Parquet statistics skip
+    the rest. Returns the plan's totals and the distinct pids it needs."""
     cfg, a = ctx.cfg, ctx.cfg.augment
     pool = pads.dataset(ctx.run.path("pool"), filesystem=ctx.run.fs, format="parquet")
     ordered = sorted(qids)
     kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
     rows, empty, first_empty = 0, 0, None
-    wanted, fresh = pa.array([], pa.string()), []
+    wanted, fresh, n_fresh = pa.array([], pa.string()), [], 0
     ctx.run.fs.create_dir(ctx.staging.path("_plan"), recursive=True)
     parts = 0
     for i in range(0, len(ordered), QUERY_CHUNK):
@@ -217,11 +216,12 @@ def _write_plan(ctx: StageContext, qids: list[str], judged: pa.Table) -> dict:
             for kind, c in zip(counts["kind"], counts["eid_count"], strict=True):
                 kinds[kind] += c
             # Folded into the distinct set once the parts' pids outnumber it: the driver holds
-            # at most about twice the distinct pids, never one entry per pool row (108M at
+            # at most about twice the distinct pids, never one entry per pool row (~100M at
             # MS MARCO), and each pid is hashed a bounded number of times.
             fresh.append(pc.unique(plan.column("pid")))
-            if sum(len(f) for f in fresh) >= max(len(wanted), FOLD_PIDS):
-                wanted, fresh = pc.unique(pa.chunked_array([wanted, *fresh])), []
+            n_fresh += len(fresh[-1])
+            if n_fresh >= max(len(wanted), FOLD_PIDS):
+                wanted, fresh, n_fresh = pc.unique(pa.chunked_array([wanted, *fresh])), [], 0
     if empty:
         log.warning(
             "augment: %d training queries have no pool negative (e.g. %s)", empty, first_empty
@@ -235,9 +235,10 @@ def run_augment(ctx: StageContext) -> StageResult:
     split = cfg.data.splits.train
     qids = train_qids(ctx.run, split)
     judged = positive_judgements(ctx.run, split)
-    unjudged = pc.invert(pc.is_in(pa.array(qids, pa.string()), value_set=judged.column("qid")))
+    all_qids = pa.array(qids, pa.string())
+    unjudged = pc.invert(pc.is_in(all_qids, value_set=judged.column("qid")))
     if pc.any(unjudged).as_py():
-        qid = pa.array(qids, pa.string()).filter(unjudged)[0].as_py()
+        qid = all_qids.filter(unjudged)[0].as_py()
         raise InputError(ctx.run.path(f"qrels/{split}"), f"training query {qid!r} has no positive")
     plan = _write_plan(ctx, qids, judged)
     wanted = plan["wanted"]

@@ -44,8 +44,9 @@ def train_qids(run: RunDir, split: str) -> list[str]:
 
 
 def positive_judgements(run: RunDir, split: str) -> pa.Table:
-    """The split's positive (rel > 0) judgements (qid, pid, rel), kept in Arrow: for MS MARCO's
-    533k, a tenth of the memory of a dict per query. ``positives_of`` reads a chunk's."""
+    """The split's positive (rel > 0) judgements (qid, pid, rel), kept in Arrow: for 533k
+    synthetic judgements (MS MARCO's count), 12.6 MiB against 137 MiB as a dict per query
+    (tracemalloc). ``positives_of`` reads a chunk's."""
     t = read_table(run, f"qrels/{split}", ["qid", "pid", "rel"])
     return t.filter(pc.greater(t.column("rel"), 0))
 
