@@ -200,6 +200,36 @@ SCIFACT_MINILM = [
 ]
 
 
+def encode_flops_now(corpus_uri: str, cfg) -> float:
+    """The FLOP/s of ``cfg``'s eval encoder on this machine now: one ``EncodeBatch`` as the eval's
+    actors run it (``cfg.eval``'s dtype and length, this process's threads) over the first 128
+    passages of the prepared corpus, in calls of ``BATCHES_PER_CALL`` batches, after a warm-up.
+    """
+    import time
+
+    import pyarrow.dataset as pads
+
+    from raykd.on_ray.encoding import BATCHES_PER_CALL
+    from raykd.planning.flops import item_flops
+    from raykd.retrieval.embeddings import EncodeBatch
+
+    ev, model = cfg.eval, cfg.student.model
+    corpus = pads.dataset(corpus_uri, format="parquet").head(128)
+    actor = EncodeBatch(
+        model, "mean", True, ev.passage_max_length, ev.actors.dtype, 64, os.cpu_count()
+    )
+    actor(corpus.slice(0, 64))
+    start = time.perf_counter()
+    for i in range(0, corpus.num_rows, 64 * BATCHES_PER_CALL):
+        actor(corpus.slice(i, 64 * BATCHES_PER_CALL))
+    rate = corpus.num_rows / (time.perf_counter() - start)
+    texts = [
+        f"{t} {x}".strip()
+        for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist(), strict=True)
+    ]
+    return rate * item_flops(model, texts, ev.passage_max_length)
+
+
 @pytest.fixture(scope="session")
 def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     """``raykd prepare`` + ``raykd eval`` (bm25, init) on SciFact dev, once per session.
@@ -208,14 +238,19 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     here only (in bf16 where the CPU has bf16 instructions), and both SciFact modules read it.
     ``eval.depth`` covers the whole corpus, so ``runs/init.trec`` holds every (dev query,
     passage) cosine of the eval's own encodings (tests/test_scifact_teacher.py takes its dense
-    top-100 and bi-encoder scores from it).
+    top-100 and bi-encoder scores from it). The encoder's rate just before the eval
+    (``encode_flops_now``) is in ``encode_flops_before.json`` beside the run dir, for
+    tests/test_plan.py.
     """
+    import json
+
     from raykd.cli import main
+    from raykd.config import load_config
     from raykd.run_dir import RunDir
 
     job = Path(__file__).resolve().parents[1] / "jobs" / "scifact.yaml"
-    run_dir = str(tmp_path_factory.mktemp("scifact") / "run")
-    common = ["--config", str(job), "--run-dir", run_dir, "--set", f"data.path={SCIFACT}"]
+    run_dir = tmp_path_factory.mktemp("scifact") / "run"
+    common = ["--config", str(job), "--run-dir", str(run_dir), "--set", f"data.path={SCIFACT}"]
     assert main(["prepare", *common]) == 0
     settings = [
         *SCIFACT_MINILM,
@@ -227,8 +262,11 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
         "eval.actors.dtype=bf16",
         f"eval.actors.torch_threads={os.cpu_count()}",
     ]
+    cfg = load_config(job, [f"data.path={SCIFACT}", *settings], str(run_dir))
+    before = encode_flops_now(str(run_dir / "corpus"), cfg)
+    (run_dir.parent / "encode_flops_before.json").write_text(json.dumps(before))
     assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
-    return RunDir.open(run_dir)
+    return RunDir.open(str(run_dir))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from raykd.planning.hardware import (
     parse_hardware,
 )
 from raykd.planning.plan import estimate_pairs, passages_per_row
+from tests.conftest import encode_flops_now
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 MSMARCO = Given(passages=8_841_823, train_queries=502_939, eval_queries=6_980, train_rows=532_761)
@@ -173,35 +173,24 @@ def test_plan_agrees_with_the_demo_run(demo_cli_run):
 
 
 def test_plan_agrees_with_the_scifact_eval(scifact_zero_shot_eval, tmp_path):
-    """SciFact's eval (MiniLM over 5,183 abstracts at 256 tokens): planned from this machine's
-    encoding rate, measured now on 128 of the abstracts, within 30% of the stage's time."""
-    import time
+    """SciFact's eval (MiniLM over 5,183 abstracts at 256 tokens), planned from this machine's
+    encoding rate, within 30% of the stage's time.
 
-    import pyarrow.dataset as pads
-
-    from raykd.on_ray.encoding import BATCHES_PER_CALL
-    from raykd.planning.flops import item_flops
+    The rate is measured on 128 of the abstracts just before the eval and again just after it.
+    This machine's speed drifts by the hour (one probe after the eval once planned 0.76 of the
+    time, and 1.22 twenty minutes later): the eval's time must fall within 30% of the range the
+    two rates plan, so the plan's counts and fixed costs are checked, not the drift."""
     from raykd.planning.inputs import write_measured
-    from raykd.retrieval.embeddings import EncodeBatch
 
     run = scifact_zero_shot_eval
     cfg = load_config(run.path("job.yaml"))
-    ev = cfg.eval
-    corpus = pads.dataset(run.path("corpus"), format="parquet").head(128)
-    model = cfg.student.model
-    actor = EncodeBatch(
-        model, "mean", True, ev.passage_max_length, ev.actors.dtype, 64, os.cpu_count()
-    )
-    actor(corpus.slice(0, 64))  # warm-up
-    start = time.perf_counter()
-    for i in range(0, corpus.num_rows, 64 * BATCHES_PER_CALL):
-        actor(corpus.slice(i, 64 * BATCHES_PER_CALL))
-    rate = corpus.num_rows / (time.perf_counter() - start)
-    texts = [
-        f"{t} {x}".strip()
-        for t, x in zip(corpus["title"].to_pylist(), corpus["text"].to_pylist(), strict=True)
-    ]
-    measured = tmp_path / "measured.json"
-    write_measured(str(measured), encode_flop_per_s=rate * item_flops(model, texts, 256))
-    plan = make_plan(cfg, "cpu", run, Given(), measured=str(measured))
-    _within(plan.seconds, Path(run.root), ("eval",), factor=1.3)
+    before = json.loads((Path(run.root).parent / "encode_flops_before.json").read_text())
+    after = encode_flops_now(run.path("corpus"), cfg)
+    planned = []
+    for name, flops in (("before", before), ("after", after)):
+        measured = tmp_path / f"{name}.json"
+        write_measured(str(measured), encode_flop_per_s=flops)
+        planned.append(make_plan(cfg, "cpu", run, Given(), measured=str(measured)).seconds["eval"])
+    wall = run.read_json("manifests/eval.json")["wall_time_s"]
+    print(f"eval {wall:.1f} s, planned {planned[0]:.1f} s (rate before) and {planned[1]:.1f} s")
+    assert min(planned) / 1.3 <= wall <= max(planned) * 1.3
