@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 def _job(tmp_path, demo_collection, **sections) -> str:
     cfg = {
         "data": {"format": "beir", "path": str(demo_collection.root)},
-        "mining": {"sources": ["bm25", "random"], "depth": 15, "n_random": 30},
+        "mining": {"sources": ["bm25", "random"], "depth": 15, "n_random": 10},
         "augment": {"n_rein": 2, "mask_ratios": [0.3]},
         "student": {"model": str(demo_collection.student_dir)},
         "candidates": {"m": 4, "n_strata": 2, "n_masked": 1},
@@ -62,9 +62,10 @@ def _finish(cluster, client, sid, timeout: float) -> str:
 @pytest.fixture
 def minilm_sized_teacher(demo_collection, tmp_path) -> str:
     """A cross-encoder of MiniLM's width and twelve layers (random weights, the demo's
-    vocabulary). With the job's ~4k pairs at ~20 pairs/s per CPU here, the pool scores for ~90 s
-    after its first actor starts, against ~10 s for a node to join and the pool to grow onto it.
-    CI once ran the six-layer, 2k-pair version twice as fast, and the stage ended first."""
+    vocabulary). The job's 2,343 pairs kept the pool scoring for ~65 s after its first actor
+    started here (~17 pairs/s per actor), and the node joined and the pool grew onto it 11.5 s
+    after that start (2026-12-03; 3,916 pairs took 14 s to grow and 89 s more to finish). CI
+    once ran a six-layer, 2k-pair version (a quarter of this work) before the pool grew."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(demo_collection.teacher_dir)
