@@ -19,7 +19,7 @@ from raykd.data.schemas import EXAMPLES
 from raykd.errors import InputError
 from raykd.mining import dark_examples as dx
 from raykd.run_dir import RunDir
-from raykd.stages.mine import positive_judgements, positives_of, train_queries
+from raykd.stages.mine import positive_judgements, positives_of, train_qids
 from raykd.stages.pipeline import run_stage, stage_by_name
 from tests.conftest import SCIFACT, needs_scifact
 
@@ -55,7 +55,7 @@ def test_kinds_and_counts_per_query(augmented):
     ex = _table(run, "examples")
     assert ex.schema == EXAMPLES
     pool = _table(run, "pool").to_pylist()
-    qids, _ = train_queries(run, cfg.data.splits.train)
+    qids = train_qids(run, cfg.data.splits.train)
     positives = positives_of(positive_judgements(run, cfg.data.splits.train))
     rows = ex.to_pylist()
     counts = Counter((r["qid"], r["kind"]) for r in rows)
@@ -138,7 +138,7 @@ def test_mine_and_augment_in_query_chunks_change_nothing(
     monkeypatch.setattr("raykd.stages.augment.FOLD_PIDS", 50)
     run_stage(stage_by_name("mine"), small, other, force=True)
     assert _table(other, "pool").equals(_table(run, "pool"))
-    n_queries = len(train_queries(run, cfg.data.splits.train)[0])
+    n_queries = len(train_qids(run, cfg.data.splits.train))
     groups = pq.ParquetFile(other.path("pool/part-0.parquet")).metadata.num_row_groups
     assert groups == -(-n_queries // 37) > 1
     run_stage(AUGMENT, small, other, force=True)

@@ -18,7 +18,7 @@ from raykd.mining.file_pool import read_file_pool
 from raykd.mining.pool_merge import merge_pools
 from raykd.mining.random_pool import random_pool
 from raykd.run_dir import RunDir
-from raykd.stages.mine import corpus_pids, positive_judgements, positives_of, train_queries
+from raykd.stages.mine import corpus_pids, positive_judgements, positives_of, train_qids
 from raykd.stages.pipeline import run_stage, stage_by_name
 
 
@@ -50,7 +50,7 @@ def mined(ray_session, demo_config, tmp_path_factory):
 def _check_pool(run, cfg, pool):
     assert pool.schema == POOL
     split = cfg.data.splits.train
-    qids, _ = train_queries(run, split)
+    qids = train_qids(run, split)
     positives = positives_of(positive_judgements(run, split))
     corpus = set(corpus_pids(run).to_pylist())
     rows = pool.to_pylist()
@@ -222,7 +222,7 @@ def test_file_source_in_the_stage_combines_with_bm25(ray_session, demo_config, t
     cfg = _config(demo_config, tmp_path / "prep")
     run = RunDir.open(cfg.run_dir)
     run_stage(stage_by_name("prepare"), cfg, run)
-    qids, _ = train_queries(run, cfg.data.splits.train)
+    qids = train_qids(run, cfg.data.splits.train)
     pids = corpus_pids(run).to_pylist()
     path = tmp_path / "hn.jsonl"
     path.write_text(
