@@ -83,15 +83,11 @@ def run_st(texts: list[str], *, batch_size: int, max_length: int, threads: int, 
 def run_steady(table, *, batch_size: int, max_length: int, threads: int, dtype="fp32"):
     """passages/s of the encoding actor's own work, called as the pipeline calls it, and its
     embeddings in row order."""
-    from raykd.on_ray.encoding import BATCHES_PER_CALL
+    from raykd.on_ray.encoding import timed_calls
     from raykd.retrieval.embeddings import EncodeBatch
 
     actor = EncodeBatch(MODEL, "mean", True, max_length, dtype, batch_size, threads)
-    actor(table.slice(0, batch_size))  # warm-up
-    call = batch_size * BATCHES_PER_CALL
-    start = time.perf_counter()
-    out = [actor(table.slice(i, call)) for i in range(0, table.num_rows, call)]
-    rate = table.num_rows / (time.perf_counter() - start)
+    rate, out = timed_calls(actor, table, batch_size)
     vecs = [np.stack(t.column("embedding").to_numpy(zero_copy_only=False)) for t in out]
     return rate, np.concatenate(vecs)
 

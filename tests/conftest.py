@@ -203,8 +203,8 @@ SCIFACT_MINILM = [
 def encode_flops_now(corpus_uri: str, cfg) -> float:
     """The FLOP/s of ``cfg``'s eval encoder on this machine now, where and as the eval's actors
     run it: one ``EncodeBatch`` (``cfg.eval``'s dtype, length and threads) in a task of the
-    session's Ray holding one CPU, over the first 128 passages of the prepared corpus, in calls
-    of ``BATCHES_PER_CALL`` batches, after a warm-up. (In the full suite of 2026-12-03 the eval
+    session's Ray holding one CPU, over the first 128 passages of the prepared corpus
+    (``timed_calls``). (In the full suite of 2026-12-03 the eval
     ran ~17% slower than the same probe in the test's own process had measured.)"""
     import pyarrow.dataset as pads
     import ray
@@ -212,17 +212,11 @@ def encode_flops_now(corpus_uri: str, cfg) -> float:
     from raykd.planning.flops import item_flops
 
     def rate(corpus, model: str, max_length: int, dtype: str, threads: int | None) -> float:
-        import time
-
-        from raykd.on_ray.encoding import BATCHES_PER_CALL
+        from raykd.on_ray.encoding import timed_calls
         from raykd.retrieval.embeddings import EncodeBatch
 
         actor = EncodeBatch(model, "mean", True, max_length, dtype, 64, threads)
-        actor(corpus.slice(0, 64))
-        start = time.perf_counter()
-        for i in range(0, corpus.num_rows, 64 * BATCHES_PER_CALL):
-            actor(corpus.slice(i, 64 * BATCHES_PER_CALL))
-        return corpus.num_rows / (time.perf_counter() - start)
+        return timed_calls(actor, corpus, 64)[0]
 
     ev, model = cfg.eval, cfg.student.model
     corpus = pads.dataset(corpus_uri, format="parquet").head(128)
@@ -246,13 +240,12 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     ``eval.depth`` covers the whole corpus, so ``runs/init.trec`` holds every (dev query,
     passage) cosine of the eval's own encodings (tests/test_scifact_teacher.py takes its dense
     top-100 and bi-encoder scores from it). The encoder's rate just before the eval
-    (``encode_flops_now``) is in ``encode_flops_before.json`` beside the run dir, for
-    tests/test_plan.py.
+    (``encode_flops_now``) is in ``measured_before.json`` beside the run dir, a measured-rates
+    file for ``raykd plan``, for tests/test_plan.py.
     """
-    import json
-
     from raykd.cli import main
     from raykd.config import load_config
+    from raykd.planning.inputs import write_measured
     from raykd.run_dir import RunDir
 
     job = Path(__file__).resolve().parents[1] / "jobs" / "scifact.yaml"
@@ -271,7 +264,7 @@ def scifact_zero_shot_eval(ray_session, tmp_path_factory):
     ]
     cfg = load_config(job, [f"data.path={SCIFACT}", *settings], str(run_dir))
     before = encode_flops_now(str(run_dir / "corpus"), cfg)
-    (run_dir.parent / "encode_flops_before.json").write_text(json.dumps(before))
+    write_measured(str(run_dir.parent / "measured_before.json"), encode_flop_per_s=before)
     assert main(["eval", *common, *(a for s in settings for a in ("--set", s))]) == 0
     return RunDir.open(str(run_dir))
 

@@ -29,6 +29,18 @@ log = logging.getLogger(__name__)
 BATCHES_PER_CALL = 8
 
 
+def timed_calls(actor: EncodeBatch, table, batch_size: int) -> tuple[float, list]:
+    """Rows/s of ``actor`` over ``table`` (Arrow, as ``encode_corpus`` reads it), called as
+    ``encode_corpus``'s pool calls it (``BATCHES_PER_CALL`` batches of ``batch_size`` a call)
+    after a one-batch warm-up, and its outputs in row order: the encoder's steady state, which
+    the bench scripts and the plan's checks measure."""
+    actor(table.slice(0, batch_size))
+    call = batch_size * BATCHES_PER_CALL
+    start = time.perf_counter()
+    out = [actor(table.slice(i, call)) for i in range(0, table.num_rows, call)]
+    return table.num_rows / (time.perf_counter() - start), out
+
+
 def encode_corpus(
     corpus_uri: str, out_uri: str, model: DenseModel, actors: ActorPoolSpec, *, key: str
 ) -> int:

@@ -176,21 +176,21 @@ def _tokenizer_ref(cfg: JobConfig) -> str | None:
 
 
 def _write_plan(ctx: StageContext, qids: list[str], judged: pa.Table) -> dict:
-    """Plan the examples ``PLAN_CHUNK`` queries at a time (qid order) into ``_plan/`` in the
-    staging folder; the driver holds the positive judgements (Arrow), one ``QUERY_CHUNK``'s
-    pool, one part's plan and the distinct pids needed so far. Each chunk reads only its qid
+    """Plan the examples of ``qids`` (in qid order, as ``train_qids`` gives them) ``PLAN_CHUNK``
+    queries at a time into ``_plan/`` in the staging folder; the driver holds the positive
+    judgements (Arrow), one ``QUERY_CHUNK``'s pool, one part's plan and the distinct pids needed
+    so far. Each chunk reads only its qid
     range of the pool, whose row groups ``mine`` wrote per chunk, so the Parquet statistics skip
     the rest. Returns the plan's totals and the distinct pids it needs."""
     cfg, a = ctx.cfg, ctx.cfg.augment
     pool = pads.dataset(ctx.run.path("pool"), filesystem=ctx.run.fs, format="parquet")
-    ordered = sorted(qids)
     kinds: dict[str, int] = dict.fromkeys(KINDS, 0)
     rows, empty, first_empty = 0, 0, None
     wanted, fresh, n_fresh = pa.array([], pa.string()), [], 0
     ctx.run.fs.create_dir(ctx.staging.path("_plan"), recursive=True)
     parts = 0
-    for i in range(0, len(ordered), QUERY_CHUNK):
-        chunk = ordered[i : i + QUERY_CHUNK]
+    for i in range(0, len(qids), QUERY_CHUNK):
+        chunk = qids[i : i + QUERY_CHUNK]
         in_range = (pc.field("qid") >= chunk[0]) & (pc.field("qid") <= chunk[-1])
         chunk_negs = pool.to_table(["qid", "pid", "rank", "source"], filter=in_range)
         for j in range(0, len(chunk), PLAN_CHUNK):

@@ -65,7 +65,7 @@ def minilm_sized_teacher(demo_collection, tmp_path) -> str:
     vocabulary). The job's 2,343 pairs kept the pool scoring for ~65 s after its first actor
     started here (~17 pairs/s per actor), and the node joined and the pool grew onto it 11.5 s
     after that start (2026-12-03; 3,916 pairs took 14 s to grow and 89 s more to finish). CI
-    once ran a six-layer, 2k-pair version (a quarter of this work) before the pool grew."""
+    once ran a six-layer, 2k-pair version (about 0.4 of this work) before the pool grew."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tokenizer = AutoTokenizer.from_pretrained(demo_collection.teacher_dir)
