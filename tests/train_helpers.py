@@ -101,9 +101,12 @@ def write_pool(prepared: RunDir, run: RunDir, *, per_query: int = 20, seed: int 
 
 
 class WorkerKiller(threading.Thread):
-    """SIGKILLs one live Ray Train worker of this test's cluster once ``ready()`` is true.
+    """SIGKILLs one live Ray Train worker of this test's cluster once ``ready()`` returns
+    something truthy, which it keeps as ``trigger`` (what the test saw when it killed).
 
-    Worker PIDs come from Ray's state API (this cluster only, never other users' processes).
+    Worker PIDs come from GCS's actor table (this cluster only, never other users' processes):
+    a millisecond, where Ray's state API goes through the dashboard, which a loaded 2-core
+    machine can hold up for seconds while training runs past the moment the test wants.
     """
 
     def __init__(self, ready, *, timeout: float = 600.0) -> None:
@@ -111,6 +114,7 @@ class WorkerKiller(threading.Thread):
         self.ready = ready
         self.timeout = timeout
         self.killed: int | None = None
+        self.trigger = None
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -122,34 +126,25 @@ class WorkerKiller(threading.Thread):
 
         deadline = time.monotonic() + self.timeout
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if self.ready():
+            trigger = self.ready()
+            if trigger:
                 pids = train_worker_pids()
                 if pids:
-                    self.killed = pids[-1]
+                    self.killed, self.trigger = pids[-1], trigger
                     os.kill(self.killed, signal.SIGKILL)
                     return
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def train_worker_pids() -> list[int]:
-    """PIDs of the live Ray Train workers of the connected cluster.
+    """PIDs of the live Ray Train workers of the connected cluster, from GCS's actor table."""
+    from ray._private.state import actors
 
-    Ray's state API needs the dashboard, which the test session does not start; GCS's actor
-    table (``ray._private.state``) answers without it.
-    """
-    try:
-        from ray.util.state import list_actors
-
-        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-        return [int(a.pid) for a in actors if "TrainWorker" in a.class_name and a.pid]
-    except Exception:
-        from ray._private.state import actors
-
-        return [
-            int(a["Pid"])
-            for a in actors().values()
-            if a["State"] == "ALIVE" and "TrainWorker" in a["ActorClassName"] and a["Pid"]
-        ]
+    return [
+        int(a["Pid"])
+        for a in actors().values()
+        if a["State"] == "ALIVE" and "TrainWorker" in a["ActorClassName"] and a["Pid"]
+    ]
 
 
 def checkpoint_dirs(run: RunDir) -> list[Path]:
