@@ -164,6 +164,14 @@ def progress(label: str, total: int | None, unit: str) -> Progress:
     return Progress(label, total, unit)
 
 
+def to_driver(text: str) -> None:
+    """A line for the driver's console, written on a Ray Train worker (``worker_line`` reads it).
+    Written to stdout, not printed: Ray Train's worker print patch both prints and logs a line
+    when Ray has wrapped stdout, as it does, so the driver got every ``print`` twice."""
+    sys.stdout.write(f"{WORKER_PREFIX}{text}\n")
+    sys.stdout.flush()
+
+
 def worker_line(line: str) -> None:
     """A line raykd's code printed on a Ray worker (without ``WORKER_PREFIX``): a step report
     moves the live bar; a resume is part of the story."""

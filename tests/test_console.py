@@ -119,6 +119,10 @@ def test_raykd_demo_off_a_terminal(demo_cli_run):
     assert log.parent == run / "logs"
     text = log.read_text()
     assert "RayTrainWorker pid=" in text and "raykd.stages.pipeline INFO" in text
+    # Each of the train loop's lines reached the driver once (Ray Train's print patch sent
+    # every printed line twice).
+    reports = [ln.split(" INFO ", 1)[1] for ln in text.splitlines() if "[raykd] " in ln]
+    assert reports and len(reports) == len(set(reports)), reports
     assert "DeprecationWarning" not in text
     assert not re.search(r"\x1b\[|%\|", out), "no colour codes or progress-bar redraws"
 

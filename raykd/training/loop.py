@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from raykd.config import JobConfig, TrainerSection
+from raykd.console import to_driver
 from raykd.tracking import PER_STEP
 from raykd.training.deepspeed_config import deepspeed_config
 from raykd.training.meter import Meter
@@ -136,7 +137,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             _, client = engine.load_checkpoint(d, tag=DS_TAG)
         state.update(client["progress"])
         if rank == 0:
-            print(f"[raykd] resumed at step {engine.global_steps} ({state})", flush=True)
+            to_driver(f"resumed at step {engine.global_steps} ({state})")
     start_step = engine.global_steps
 
     shard = ray.train.get_dataset_shard("train")
@@ -273,7 +274,7 @@ def _report(engine, metrics, meter: Meter, state, epoch, step, sched, rank, *, c
         shown = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
         )
-        print(f"[raykd] {shown}", flush=True)
+        to_driver(shown)
     metrics[PER_STEP] = meter.take_steps()
     if not checkpoint:
         ray.train.report(metrics)

@@ -148,7 +148,7 @@ def test_the_readme_demo_job_stops_resumes_and_runs_where_it_should(ray_cluster,
         assert f"[{k}/8] {stage}: up to date, skipped" in logs
     # Training resumed from the stopped job's checkpoint (rank 0 says so, the driver shows it),
     # then, after the node loss, from a checkpoint taken after the resubmission.
-    assert f"\nresumed at step {stopped_at} (" in logs
+    assert logs.count(f"\nresumed at step {stopped_at} (") == 1, logs
     # The job's log is the driver's console: the story, the table once, not Ray's output.
     assert len(logs.splitlines()) < 60 and logs.count("system           RR@10") == 1, logs
     info = run.read_json("manifests/train.json")["info"]
