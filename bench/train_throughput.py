@@ -90,8 +90,10 @@ def train_rows(corpus, queries, pos, n_rows: int, n_neg: int, seed: int = 0) -> 
     return pa.Table.from_pydict(rows, schema=TRAIN)
 
 
-def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
-    """Samples/s of plain PyTorch over ``--steps`` steps after ``--warmup`` untimed ones."""
+def bare_loop(job, model_dir: str, table: pa.Table, args, *, deepspeed: bool = False) -> float:
+    """Samples/s of plain PyTorch over ``--steps`` steps after ``--warmup`` untimed ones; with
+    ``deepspeed``, the same steps through raykd's DeepSpeed engine (ZeRO-0, world size 1 unless
+    a process group exists) instead of the bare optimizer calls (bench/train_layers.py)."""
     from transformers import get_linear_schedule_with_warmup
 
     from raykd.student.task import student_task
@@ -108,6 +110,7 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
     opt = torch.optim.AdamW(task.model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     total = args.warmup + args.steps
     sched = get_linear_schedule_with_warmup(opt, tr.warmup_steps, total)
+    engine = _deepspeed_engine(task.model, opt, sched, tr) if deepspeed else None
     cols = table.to_pydict()
     start = None
     for step in range(total):
@@ -116,6 +119,11 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
         sl = slice(step * args.batch, (step + 1) * args.batch)
         batch = task.collate({k: v[sl] for k, v in cols.items()})
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if engine is not None:
+            loss, _ = task.loss(engine(batch), batch, 1)
+            engine.backward(loss)
+            engine.step()
+            continue
         # As DeepSpeed's bf16 mode on GPU, here by autocast; fp32 on CPU.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.gpu):
             loss, _ = task.loss(task.model(batch), batch, 1)
@@ -127,6 +135,30 @@ def bare_loop(job, model_dir: str, table: pa.Table, args) -> float:
     if args.gpu:
         torch.cuda.synchronize()
     return args.steps * args.batch / (time.perf_counter() - start)
+
+
+def _deepspeed_engine(model, opt, sched, params):
+    """raykd's DeepSpeed engine around ``model``; outside Ray Train, a one-process gloo group."""
+    import socket
+
+    import torch.distributed as dist
+
+    from raykd.training.deepspeed_config import deepspeed_config
+    from raykd.training.loop import _import_deepspeed
+
+    if not dist.is_initialized():
+        os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asks for what a launcher sets
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    engine, _, _, _ = _import_deepspeed().initialize(
+        model=model,
+        optimizer=opt,
+        lr_scheduler=sched,
+        config=deepspeed_config(params, world_size=dist.get_world_size()),
+    )
+    return engine
 
 
 def raykd_loop(job, model_dir: str, source: str, out: str, args) -> dict:
@@ -175,14 +207,51 @@ def measured_out(path: str, job, model: str, table: pa.Table, bare: float, ours:
     print(f"wrote {path}: train {3 * forward * bare:.3g} FLOP/s, {step_s:.3f} s/step over bare")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def setup(args, tmp: Path) -> tuple[str, pa.Table, str, object, str]:
+    """(model, TRAIN rows, their Parquet folder under ``tmp``, the job, the collection's name)."""
+    model, corpus, queries, pos, name = collection(tmp)
+    table = train_rows(
+        corpus, queries, pos, (args.warmup + args.steps) * args.batch, args.negatives
+    )
+    source = f"{tmp}/train"
+    os.makedirs(source)
+    pq.write_table(table, f"{source}/part-0.parquet")
+    job = validate(
+        {
+            "ray": {"num_cpus": args.threads + 1, "num_gpus": 1 if args.gpu else 0},
+            "student": {"model": model, "max_passage_length": args.max_passage_length},
+            "candidates": {"strategy": "topk"},
+            "train": {
+                "batch_size": args.batch,
+                "epochs": 1,
+                "warmup_steps": args.warmup,
+                "report_every": args.warmup,
+                "zero_stage": 2 if args.gpu else 0,
+                "use_gpu": args.gpu,
+                # The worker gets --threads CPUs (Ray sets its torch threads from them); the
+                # extra logical CPU runs the Parquet read.
+                "cpus_per_worker": float(args.threads),
+                "max_failures": 0,
+                "num_to_keep": 1,
+            },
+        }
+    )
+    return model, table, source, job, name
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--batch", type=int, default=8, help="queries per step")
     ap.add_argument("--negatives", type=int, default=4)
     ap.add_argument("--steps", type=int, default=8, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps (both sides)")
     ap.add_argument("--max-passage-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    return ap
+
+
+def main() -> None:
+    ap = arguments(__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", action="store_true", help="one GPU: ZeRO-2 bf16, bare bf16 autocast")
     ap.add_argument("--measured-out", metavar="JSON", help="add the rates to raykd plan's file")
     args = ap.parse_args()
@@ -190,33 +259,7 @@ def main() -> None:
         ap.error("--steps must be a multiple of --warmup (raykd's report windows)")
     print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="raykd-bench-") as tmp:
-        model, corpus, queries, pos, name = collection(Path(tmp))
-        table = train_rows(
-            corpus, queries, pos, (args.warmup + args.steps) * args.batch, args.negatives
-        )
-        source = f"{tmp}/train"
-        os.makedirs(source)
-        pq.write_table(table, f"{source}/part-0.parquet")
-        job = validate(
-            {
-                "ray": {"num_cpus": args.threads + 1, "num_gpus": 1 if args.gpu else 0},
-                "student": {"model": model, "max_passage_length": args.max_passage_length},
-                "candidates": {"strategy": "topk"},
-                "train": {
-                    "batch_size": args.batch,
-                    "epochs": 1,
-                    "warmup_steps": args.warmup,
-                    "report_every": args.warmup,
-                    "zero_stage": 2 if args.gpu else 0,
-                    "use_gpu": args.gpu,
-                    # The worker gets --threads CPUs (Ray sets its torch threads from them); the
-                    # extra logical CPU runs the Parquet read.
-                    "cpus_per_worker": float(args.threads),
-                    "max_failures": 0,
-                    "num_to_keep": 1,
-                },
-            }
-        )
+        model, table, source, job, name = setup(args, Path(tmp))
         print(
             f"{name}: batch {args.batch} x (1 + {args.negatives}) passages, "
             f"{args.warmup} warm-up + {args.steps} timed steps, {args.threads} threads"
