@@ -69,10 +69,12 @@ def main() -> None:
             ("DeepSpeed ZeRO-0, Ray task", lambda: ray.get(task.remote(True))),
             ("bare loop, TorchTrainer worker", lambda: in_trainer(False)),
             ("DeepSpeed ZeRO-0, TorchTrainer worker", lambda: in_trainer(True)),
-            ("raykd's loop (fit: + Ray Data feed, reports)", None),
+            (
+                "raykd's loop (fit: + Ray Data feed, reports)",  # last: it shuts Ray down
+                lambda: raykd_loop(job, model, source, tmp, args)["samples_per_s"],
+            ),
         ):
-            rate = measure() if measure else raykd_loop(job, model, source, tmp, args)
-            rate = rate["samples_per_s"] if isinstance(rate, dict) else rate
+            rate = measure()
             rows.append((label, rate))
             print(f"{label}: {rate:.2f} samples/s", flush=True)
         rows.append(("bare loop, this process, again", bare_loop(job, model, table, args)))
